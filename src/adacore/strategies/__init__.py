@@ -1,0 +1,9 @@
+"""Selection methods behind one interface, found by name."""
+
+from adacore.strategies.base import (STRATEGIES, Strategy, available_strategies, get_strategy,
+                                     register_strategy)
+from adacore.strategies.facility import AdaCore, Craig
+from adacore.strategies.random import RandomSubset
+
+__all__ = ["STRATEGIES", "AdaCore", "Craig", "RandomSubset", "Strategy",
+           "available_strategies", "get_strategy", "register_strategy"]

@@ -1,0 +1,96 @@
+"""The interface every selection strategy implements, and the name registry."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from adacore.coreset import Coreset
+from adacore.selection.budgets import BUDGET_MODES, budget_from_fraction, per_class_budgets
+from adacore.selection.per_class import gradient_error
+from adacore.validation import (InputError, as_labels, as_tensor, check_choice, check_fraction,
+                                check_int)
+
+STRATEGIES: dict[str, type["Strategy"]] = {}
+
+
+def register_strategy(name: str):
+    """Class decorator: make a strategy available to :func:`get_strategy` under ``name``."""
+    def decorate(cls):
+        cls.name = name
+        STRATEGIES[name] = cls
+        return cls
+    return decorate
+
+
+def available_strategies() -> list[str]:
+    """Names :func:`get_strategy` accepts."""
+    return sorted(STRATEGIES)
+
+
+def get_strategy(name: str, **options: Any) -> "Strategy":
+    """Build the strategy registered as ``name`` with keyword ``options``.
+
+    >>> get_strategy("adacore", fraction=0.01, beta2=0.99)    # doctest: +SKIP
+    """
+    check_choice("method", name, STRATEGIES)
+    return STRATEGIES[name](**options)
+
+
+class Strategy:
+    """A selection method: ``select(grads, labels, **inputs) -> Coreset``.
+
+    Hyper-parameters live in ``__init__``; what a strategy learns across rounds (the
+    round count, smoothing state, random generator) lives in attributes that
+    ``state_dict`` / ``load_state_dict`` round-trip, so a run can resume.
+
+    ``requires`` names the inputs a caller must provide besides labels: ``"grads"``
+    (per-example vectors), ``"hessian_diag"``, ``"val_grads"``.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ("grads",)
+
+    def __init__(self, fraction: float, *, budget: str = "proportional", seed: int = 0):
+        self.fraction = check_fraction("fraction", fraction)
+        self.budget = check_choice("budget", budget, BUDGET_MODES)
+        self.seed = check_int("seed", seed, 0)
+        self.round_ = 0
+
+    def budgets(self, labels: np.ndarray) -> dict[int, int]:
+        """Per-class budgets for these labels."""
+        k = budget_from_fraction(self.fraction, labels.shape[0])
+        return per_class_budgets(labels, k, self.budget)
+
+    def select(self, grads, labels, **inputs) -> Coreset:
+        """Validate the inputs, run one selection round, time it."""
+        labels = as_labels("labels", labels)
+        if grads is None and "grads" in self.requires:
+            raise InputError(f"grads: method {self.name!r} needs per-example vectors, got None")
+        vectors = None
+        if grads is not None:
+            vectors = as_tensor("grads", grads, ndim=2, device=getattr(self, "device", None))
+            if vectors.shape[0] != labels.shape[0]:
+                raise InputError(f"grads: got {vectors.shape[0]} rows, expected "
+                                 f"{labels.shape[0]} (one per label)")
+        start = time.perf_counter()
+        self.round_ += 1
+        coreset = self._select(vectors, labels, **inputs)
+        coreset.round = self.round_
+        coreset.method = self.name
+        coreset.metadata["select_seconds"] = time.perf_counter() - start
+        if vectors is not None:
+            coreset.metadata["gradient_error"] = gradient_error(vectors, coreset)
+        return coreset
+
+    def _select(self, vectors: torch.Tensor | None, labels: np.ndarray, **inputs) -> Coreset:
+        raise NotImplementedError  # each registered strategy defines its round
+
+    def state_dict(self) -> dict:
+        return {"round": self.round_}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.round_ = int(state["round"])

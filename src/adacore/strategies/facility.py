@@ -1,0 +1,112 @@
+"""CRAIG and AdaCore: per-class facility location on (preconditioned) gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from adacore.coreset import Coreset
+from adacore.curvature import CurvatureSmoother
+from adacore.selection.facility_location import OPTIMIZERS
+from adacore.selection.per_class import gradient_error, per_class_facility_location
+from adacore.strategies.base import Strategy, register_strategy
+from adacore.validation import InputError, as_tensor, check_choice
+
+
+@register_strategy("craig")
+class Craig(Strategy):
+    """CRAIG (Mirzasoleiman et al., 2020): per-class facility location on the gradients.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of the examples to select, in (0, 1].
+    budget : {"proportional", "equal"}
+        How the budget is split across classes.
+    optimizer : {"lazy", "naive", "stochastic"}
+        Greedy optimizer of the facility-location function.
+    epsilon : float
+        Accuracy of the stochastic optimizer.
+    seed : int
+        Seed of the stochastic optimizer (combined with the round and the label).
+    device : optional
+        Where the distances are computed (default: where the vectors are).
+    """
+
+    def __init__(self, fraction: float, *, budget: str = "proportional",
+                 optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
+                 device=None):
+        super().__init__(fraction, budget=budget, seed=seed)
+        self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
+        self.epsilon = float(epsilon)
+        self.device = device
+
+    def vectors(self, grads: torch.Tensor, labels: np.ndarray, **inputs) -> torch.Tensor:
+        """The vectors whose facility location is solved (the gradients themselves)."""
+        if inputs:
+            raise InputError(f"{self.name}.select: unexpected inputs {sorted(inputs)}")
+        return grads
+
+    def _select(self, grads, labels, **inputs) -> Coreset:
+        vectors = self.vectors(grads, labels, **inputs)
+        coreset = per_class_facility_location(vectors, labels, self.budgets(labels),
+                                              optimizer=self.optimizer, seed=self.seed,
+                                              epsilon=self.epsilon, round_index=self.round_,
+                                              method=self.name)
+        if vectors is not grads:
+            coreset.metadata["preconditioned_gradient_error"] = gradient_error(vectors, coreset)
+        return coreset
+
+
+@register_strategy("adacore")
+class AdaCore(Craig):
+    """AdaCore (Pooladzandi et al., 2022): facility location on Hessian-preconditioned gradients.
+
+    Each round the vectors are u = g / (Hbar_t + eps), Hbar_t the bias-corrected,
+    per-example smoothing of |diag H| across rounds (see
+    :class:`adacore.curvature.CurvatureSmoother`). On the first call Hbar = |hessian_diag|.
+
+    Parameters
+    ----------
+    fraction : float
+        Share of the examples to select, in (0, 1].
+    beta2 : float
+        Smoothing of the squared curvature across rounds, in [0, 1).
+    eps : float
+        Damping added to Hbar before dividing.
+    beta1 : float
+        Optional EMA of the gradients across rounds (0: off, the default).
+    budget, optimizer, epsilon, seed, device
+        As for :class:`Craig`.
+    """
+
+    requires = ("grads", "hessian_diag")
+
+    def __init__(self, fraction: float, *, beta2: float = 0.999, eps: float = 1e-4,
+                 beta1: float = 0.0, budget: str = "proportional", optimizer: str = "lazy",
+                 epsilon: float = 0.01, seed: int = 0, device=None):
+        super().__init__(fraction, budget=budget, optimizer=optimizer, epsilon=epsilon,
+                         seed=seed, device=device)
+        self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1)
+
+    def select(self, grads, labels, *, hessian_diag=None, **inputs) -> Coreset:
+        """One round; ``hessian_diag`` has the shape of ``grads``."""
+        if hessian_diag is None:
+            raise InputError("hessian_diag: AdaCore needs the per-example Hessian diagonal, "
+                             "got None")
+        return super().select(grads, labels, hessian_diag=hessian_diag, **inputs)
+
+    def vectors(self, grads, labels, *, hessian_diag, **inputs) -> torch.Tensor:
+        super().vectors(grads, labels, **inputs)
+        diag = as_tensor("hessian_diag", hessian_diag, ndim=2, device=grads.device)
+        if diag.shape != grads.shape:
+            raise InputError(f"hessian_diag: got shape {tuple(diag.shape)}, expected "
+                             f"{tuple(grads.shape)} (the shape of grads)")
+        return self.smoother.precondition(grads, diag)
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "smoother": self.smoother.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.smoother.load_state_dict(state["smoother"])

@@ -1,0 +1,135 @@
+"""Checks at the library's boundary.
+
+Every public entry point validates its arguments here and raises :class:`InputError`
+(a ``ValueError``) that names the argument, the value it got and what was expected.
+Nothing deeper in the library re-checks what these functions have already checked.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class InputError(ValueError):
+    """A bad argument or input file: names the argument, the value and what was expected."""
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return f"an array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def fail(name: str, value: Any, expected: str) -> InputError:
+    """Build the error for argument ``name``: ``raise fail("k", k, "an int in [1, n]")``."""
+    return InputError(f"{name}: got {_describe(value)}, expected {expected}")
+
+
+def as_tensor(name: str, array: Any, *, ndim: int | None = None, dtype=torch.float32,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """Convert a NumPy array, tensor or nested list to a finite floating tensor.
+
+    Raises :class:`InputError` for non-numeric data, a wrong number of dimensions,
+    an empty array, or any NaN / inf entry.
+    """
+    if isinstance(array, torch.Tensor):
+        tensor = array.detach()
+    else:
+        try:
+            np_array = np.asarray(array)
+        except (TypeError, ValueError) as error:
+            raise fail(name, array, "a numeric array") from error
+        if np_array.dtype == object or not (np.issubdtype(np_array.dtype, np.number)
+                                            or np_array.dtype == bool):
+            raise fail(name, array, "a numeric array")
+        tensor = torch.from_numpy(np.ascontiguousarray(np_array))
+    if tensor.is_complex():
+        raise fail(name, array, "a real-valued array")
+    if ndim is not None and tensor.ndim != ndim:
+        raise fail(name, array, f"a {ndim}-D array")
+    if tensor.numel() == 0:
+        raise fail(name, array, "a non-empty array")
+    tensor = tensor.to(dtype=dtype, device=device)
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise InputError(f"{name}: {bad} entries are NaN or inf, expected finite values")
+    return tensor
+
+
+def as_labels(name: str, labels: Any, n: int | None = None) -> np.ndarray:
+    """Integer class labels as an int64 NumPy vector of length ``n`` (when given)."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    try:
+        array = np.asarray(labels)
+    except (TypeError, ValueError) as error:
+        raise fail(name, labels, "a 1-D array of integer class labels") from error
+    if array.ndim != 1:
+        raise fail(name, labels, "a 1-D array of integer class labels")
+    if array.size == 0:
+        raise fail(name, labels, "a non-empty array of labels")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or not np.all(array == np.round(array)):
+            raise fail(name, labels, "integer class labels (floats with fractional "
+                                     "parts, NaN or inf found)")
+    elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+        raise fail(name, labels, "integer class labels")
+    if n is not None and array.shape[0] != n:
+        raise InputError(f"{name}: got {array.shape[0]} labels, expected {n} "
+                         f"(one per row of the vectors)")
+    return array.astype(np.int64)
+
+
+def check_fraction(name: str, fraction: Any) -> float:
+    """A fraction in (0, 1]."""
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
+        raise fail(name, fraction, "a number in (0, 1]")
+    value = float(fraction)
+    if not (0.0 < value <= 1.0):
+        raise fail(name, fraction, "a number in (0, 1]")
+    return value
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """An integer in [low, high] (high None: no upper bound)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        expected = f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}"
+        raise fail(name, value, expected)
+    value = int(value)
+    if value < low or (high is not None and value > high):
+        expected = f"an int in [{low}, {high}]" if high is not None else f"an int >= {low}"
+        raise fail(name, value, expected)
+    return value
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0 with ``allow_zero``)."""
+    expected = "a finite number >= 0" if allow_zero else "a finite number > 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail(name, value, expected)
+    number = float(value)
+    if not np.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        raise fail(name, value, expected)
+    return number
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """A number in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail(name, value, "a number in [0, 1)")
+    number = float(value)
+    if not (0.0 <= number < 1.0):
+        raise fail(name, value, "a number in [0, 1)")
+    return number
+
+
+def check_choice(name: str, value: Any, choices) -> str:
+    """One of a fixed set of names."""
+    if value not in choices:
+        raise fail(name, value, "one of " + ", ".join(repr(c) for c in sorted(choices)))
+    return value
