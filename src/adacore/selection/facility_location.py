@@ -25,8 +25,9 @@ _LAZY_BATCH = 32
 def similarity_matrix(X: torch.Tensor) -> torch.Tensor:
     """s_ij = (largest distance) - ||x_i - x_j||, an (n, n) float32 tensor."""
     similarity = pairwise_distances(X)
+    largest = similarity.max()
     # in place: the largest class's n x n block is the only one alive
-    return similarity.neg_().add_(similarity.max().neg())
+    return similarity.neg_().add_(largest)
 
 
 class _Gains:

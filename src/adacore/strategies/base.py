@@ -67,15 +67,12 @@ class Strategy:
 
     def select(self, grads, labels, **inputs) -> Coreset:
         """Validate the inputs, run one selection round, time it."""
-        labels = as_labels("labels", labels)
         if grads is None and "grads" in self.requires:
             raise InputError(f"grads: method {self.name!r} needs per-example vectors, got None")
         vectors = None
         if grads is not None:
             vectors = as_tensor("grads", grads, ndim=2, device=getattr(self, "device", None))
-            if vectors.shape[0] != labels.shape[0]:
-                raise InputError(f"grads: got {vectors.shape[0]} rows, expected "
-                                 f"{labels.shape[0]} (one per label)")
+        labels = as_labels("labels", labels, None if vectors is None else vectors.shape[0])
         start = time.perf_counter()
         self.round_ += 1
         coreset = self._select(vectors, labels, **inputs)

@@ -1,0 +1,140 @@
+"""Every bad input gets a ValueError that names the argument; the CLI exits 2 with one line."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from adacore import AdaCore, Craig, InputError, RandomSubset, facility_location, get_strategy
+from adacore.cli import main
+
+GOOD = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
+LABELS = np.arange(50) % 2
+
+
+@pytest.mark.parametrize("X, match", [
+    (np.array([[1.0, np.nan], [0.0, 1.0]]), "X: 1 entries are NaN or inf"),
+    (np.array([[1.0, np.inf], [0.0, 1.0]]), "NaN or inf"),
+    (np.zeros((0, 3)), "non-empty"),
+    (np.zeros((3, 0)), "X"),
+    (np.ones(5), "2-D"),
+    (np.array([["a", "b"]]), "numeric"),
+    ([[1, 2], [3]], "numeric"),
+])
+def test_facility_location_rejects_bad_X(X, match):
+    with pytest.raises(InputError, match=match):
+        facility_location(X, 1)
+
+
+@pytest.mark.parametrize("k", [0, -1, 51, 2.5, "3", None, True])
+def test_facility_location_rejects_bad_k(k):
+    with pytest.raises(InputError, match="k: got"):
+        facility_location(GOOD, k)
+
+
+def test_unknown_optimizer_and_method():
+    with pytest.raises(InputError, match="optimizer.*'lazy'"):
+        facility_location(GOOD, 3, optimizer="greedy")
+    with pytest.raises(InputError, match="optimizer"):
+        Craig(0.1, optimizer="fast")
+    with pytest.raises(InputError, match="method: got 'gradmatchx'"):
+        get_strategy("gradmatchx", fraction=0.1)
+    with pytest.raises(InputError, match="budget"):
+        Craig(0.1, budget="uniform")
+
+
+@pytest.mark.parametrize("fraction", [0, 0.0, -0.5, 1.01, float("nan"), float("inf"), "0.1"])
+def test_fraction_outside_unit_interval(fraction):
+    with pytest.raises(InputError, match="fraction"):
+        Craig(fraction)
+
+
+def test_shapes_that_disagree():
+    with pytest.raises(InputError, match="labels: got 49 labels, expected 50"):
+        Craig(0.1).select(GOOD, LABELS[:49])
+    with pytest.raises(InputError, match="hessian_diag: got shape"):
+        AdaCore(0.1).select(GOOD, LABELS, hessian_diag=np.ones((50, 2)))
+    with pytest.raises(InputError, match="hessian_diag"):
+        AdaCore(0.1).select(GOOD, LABELS)
+    with pytest.raises(InputError, match="grads"):
+        Craig(0.1).select(None, LABELS)
+    with pytest.raises(InputError, match="grads"):
+        Craig(0.1).select(GOOD[:, 0], LABELS)
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.linspace(0, 1, 50), "integer"),
+    (np.array(["a"] * 50), "integer"),
+    (np.zeros((50, 1), dtype=int), "1-D"),
+    (np.full(50, np.nan), "integer"),
+])
+def test_non_integer_labels(labels, match):
+    with pytest.raises(InputError, match=match):
+        Craig(0.1).select(GOOD, labels)
+
+
+def test_nan_in_hessian_and_integer_valued_float_labels():
+    diag = np.ones((50, 3))
+    diag[3, 1] = np.nan
+    with pytest.raises(InputError, match="hessian_diag"):
+        AdaCore(0.1).select(GOOD, LABELS, hessian_diag=diag)
+    # floats holding whole numbers are labels all the same
+    assert len(RandomSubset(0.1).select(None, LABELS.astype(float))) == 5
+
+
+def run_cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "adacore.cli", *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_errors_are_one_line_and_exit_2(tmp_path):
+    np.save(tmp_path / "X.npy", GOOD)
+    np.save(tmp_path / "y.npy", LABELS)
+    np.save(tmp_path / "nan.npy", np.full((50, 3), np.nan))
+    (tmp_path / "junk.npy").write_bytes(b"not an array at all")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    cases = [
+        (["--vectors", "missing.npy"], "--vectors: no file"),
+        (["--vectors", "junk.npy"], "--vectors: cannot read"),
+        (["--vectors", "objects.npy"], "--vectors: cannot read"),
+        (["--vectors", "nan.npy"], "NaN or inf"),
+        (["--vectors", "X.npy", "--fraction", "0"], "fraction"),
+        (["--vectors", "X.npy", "--method", "craig", "--hessian", "X.npy"], "--hessian"),
+        (["--vectors", "X.npy", "--method", "adacore"], "--hessian"),
+    ]
+    for extra, message in cases:
+        args = {"--vectors": "X.npy", "--labels": "y.npy", "--fraction": "0.1",
+                "--method": "craig", "--out": "c.npz"}
+        for flag, value in zip(extra[::2], extra[1::2]):
+            args[flag] = value
+        flat = [item for pair in args.items() for item in pair]
+        result = run_cli(tmp_path, "select", *flat)
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (extra, result.stderr)
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "c.npz").exists()
+
+
+def test_cli_select_writes_a_coreset(tmp_path, capsys):
+    np.save(tmp_path / "X.npy", GOOD)
+    np.save(tmp_path / "y.npy", LABELS)
+    np.save(tmp_path / "H.npy", np.abs(GOOD) + 0.1)
+    out = tmp_path / "c.npz"
+    code = main(["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--hessian", str(tmp_path / "H.npy"),
+                 "--fraction", "0.2", "--method", "adacore", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "k = 10 of n = 50" in printed and "gradient error" in printed
+    from adacore import Coreset
+    coreset = Coreset.load(out)
+    reference = AdaCore(0.2).select(GOOD, LABELS, hessian_diag=np.abs(GOOD) + 0.1)
+    np.testing.assert_array_equal(coreset.indices, reference.indices)
+
+
+def test_cli_help_lists_commands():
+    result = subprocess.run([sys.executable, "-m", "adacore.cli", "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "select" in result.stdout

@@ -1,0 +1,162 @@
+"""The selection engine against independent references (brute force, NumPy float64)."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+from adacore import facility_location, gradient_error
+from adacore.selection import pairwise_distances, per_class_facility_location, per_class_budgets
+
+
+def objective(X, subset):
+    """F(S) = sum_i max_{j in S} (c - d_ij), in float64 from SciPy distances."""
+    distances = cdist(X, X)
+    similarity = distances.max() - distances
+    return similarity[:, list(subset)].max(axis=1).sum()
+
+
+def reference_greedy(X, k):
+    """Plain greedy in float64 NumPy: every gain recomputed, ties to the lowest index."""
+    distances = cdist(X, X)
+    similarity = distances.max() - distances
+    best = np.zeros(X.shape[0])
+    order = []
+    for _ in range(k):
+        gains = np.maximum(similarity - best[None, :], 0).sum(axis=1)
+        gains[order] = -np.inf
+        j = int(np.argmax(gains))
+        order.append(j)
+        best = np.maximum(best, similarity[j])
+    return order
+
+
+def data(seed, n=300, d=8):
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+def test_pairwise_distances_match_scipy():
+    X = data(0, 500, 40) * 3 + 100.0   # an offset that would hurt an uncentred Gram trick
+    D = pairwise_distances(torch.from_numpy(X)).numpy()
+    np.testing.assert_allclose(D, cdist(X.astype(np.float64), X.astype(np.float64)),
+                               rtol=1e-4, atol=1e-3)
+    assert np.all(np.diag(D) == 0) and np.all(D >= 0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [1, 7, 40, 300])
+def test_lazy_equals_naive(seed, k):
+    X = data(seed)
+    naive = facility_location(X, k, optimizer="naive")
+    lazy = facility_location(X, k, optimizer="lazy")
+    np.testing.assert_array_equal(naive.indices, lazy.indices)
+    np.testing.assert_array_equal(naive.gains, lazy.gains)
+    np.testing.assert_array_equal(naive.weights, lazy.weights)
+
+
+def test_lazy_equals_naive_with_ties():
+    # integer grid with duplicates: many exactly equal gains
+    X = np.random.default_rng(3).integers(0, 3, size=(200, 2)).astype(np.float32)
+    for k in (5, 9, 30):
+        naive = facility_location(X, k, optimizer="naive")
+        lazy = facility_location(X, k, optimizer="lazy")
+        np.testing.assert_array_equal(naive.indices, lazy.indices)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_matches_float64_reference_greedy(seed):
+    X = data(seed, 200, 5)
+    coreset = facility_location(X, 25)
+    assert coreset.indices.tolist() == reference_greedy(X.astype(np.float64), 25)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_within_1_minus_1_over_e_of_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(6, 13))
+    X = rng.standard_normal((n, 3)).astype(np.float32)
+    for k in (1, 2, 3, 4):
+        optimum = max(objective(X, s) for s in itertools.combinations(range(n), k))
+        for optimizer in ("naive", "lazy"):
+            chosen = facility_location(X, k, optimizer=optimizer)
+            value = objective(X, chosen.indices)
+            assert value >= (1 - 1 / math.e) * optimum - 1e-6
+            # the gains add up to the objective and never increase (submodularity)
+            assert chosen.gains.sum() == pytest.approx(value, rel=1e-4)
+            assert np.all(np.diff(chosen.gains) <= 1e-4)
+
+
+def test_weights_are_brute_force_cluster_sizes():
+    X = np.random.default_rng(7).integers(0, 4, size=(150, 2)).astype(np.float32)  # ties
+    coreset = facility_location(X, 12)
+    distances = cdist(X, X)
+    expected = np.zeros(12)
+    for i in range(X.shape[0]):
+        position = list(coreset.indices).index(i) if i in coreset.indices else None
+        if position is None:
+            # nearest selected point, ties to the one picked first
+            row = [distances[i, j] for j in coreset.indices]
+            position = int(np.argmin(row))
+        expected[position] += 1
+    np.testing.assert_array_equal(coreset.weights, expected)
+    assert coreset.weights.sum() == X.shape[0] and np.all(coreset.weights >= 1)
+
+
+def test_duplicate_points_keep_positive_weights():
+    X = np.zeros((10, 3), dtype=np.float32)
+    coreset = facility_location(X, 4)
+    assert sorted(coreset.indices) == [0, 1, 2, 3]
+    assert np.all(coreset.weights >= 1) and coreset.weights.sum() == 10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gradient_error_bound(seed):
+    U = data(seed, 400, 6) + 0.5
+    coreset = facility_location(U, 20)
+    full = U.astype(np.float64).sum(axis=0)
+    estimate = coreset.weights @ U[coreset.indices].astype(np.float64)
+    bound = cdist(U, U[coreset.indices]).min(axis=1).sum()
+    assert np.linalg.norm(full - estimate) <= bound + 1e-6
+    assert gradient_error(U, coreset) == pytest.approx(
+        np.linalg.norm(full - estimate) / np.linalg.norm(full), rel=1e-6)
+
+
+def test_stochastic_is_seeded_and_close_to_lazy():
+    X = data(11, 1000, 10)
+    first = facility_location(X, 50, optimizer="stochastic", seed=4)
+    again = facility_location(X, 50, optimizer="stochastic", seed=4)
+    other = facility_location(X, 50, optimizer="stochastic", seed=5)
+    np.testing.assert_array_equal(first.indices, again.indices)
+    np.testing.assert_array_equal(first.weights, again.weights)
+    assert not np.array_equal(first.indices, other.indices)
+    lazy = facility_location(X, 50)
+    assert objective(X, first.indices) >= 0.97 * objective(X, lazy.indices)
+
+
+def test_torch_input_and_numpy_input_agree():
+    X = data(2)
+    a = facility_location(X, 10)
+    b = facility_location(torch.from_numpy(X.astype(np.float64)), 10)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert a.indices.dtype == np.int64 and a.weights.dtype == np.float64
+
+
+def test_per_class_equals_separate_problems():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 4)).astype(np.float32)
+    labels = rng.integers(0, 3, 600)
+    budgets = per_class_budgets(labels, 30)
+    coreset = per_class_facility_location(torch.from_numpy(X), labels, budgets)
+    start = 0
+    for label, budget in budgets.items():
+        members = np.flatnonzero(labels == label)
+        alone = facility_location(X[members], budget)
+        np.testing.assert_array_equal(coreset.indices[start:start + budget],
+                                      members[alone.indices])
+        np.testing.assert_array_equal(coreset.weights[start:start + budget], alone.weights)
+        start += budget
+    assert np.all(labels[coreset.indices][:budgets[0]] == 0)
+    assert coreset.weights.sum() == 600

@@ -1,0 +1,128 @@
+"""Strategies: what each computes, checked against the engine on the formula's vectors."""
+
+import numpy as np
+import pytest
+import torch
+
+from adacore import AdaCore, Coreset, Craig, RandomSubset, available_strategies, get_strategy
+from adacore.selection import per_class_budgets, per_class_facility_location
+
+
+def problem(seed=0, n=900, d=6, classes=3):
+    rng = np.random.default_rng(seed)
+    grads = rng.standard_normal((n, d)).astype(np.float32)
+    labels = rng.integers(0, classes, n)
+    diag = (rng.random((n, d)) * np.linspace(0.01, 3, d)).astype(np.float32)
+    return grads, labels, diag
+
+
+def facility_on(vectors, labels, fraction):
+    k = round(fraction * labels.shape[0])
+    return per_class_facility_location(torch.as_tensor(vectors, dtype=torch.float32), labels,
+                                       per_class_budgets(labels, k))
+
+
+def test_registry_names_and_options():
+    assert {"adacore", "craig", "random"} <= set(available_strategies())
+    strategy = get_strategy("adacore", fraction=0.1, beta2=0.9)
+    assert isinstance(strategy, AdaCore) and strategy.smoother.beta2 == 0.9
+    with pytest.raises(ValueError, match="method"):
+        get_strategy("nope", fraction=0.1)
+
+
+def test_craig_is_per_class_facility_location_on_the_gradients():
+    grads, labels, _ = problem()
+    coreset = Craig(0.05).select(grads, labels)
+    reference = facility_on(grads, labels, 0.05)
+    np.testing.assert_array_equal(coreset.indices, reference.indices)
+    np.testing.assert_array_equal(coreset.weights, reference.weights)
+    assert coreset.method == "craig" and coreset.round == 1
+
+
+def test_adacore_first_and_second_calls_follow_the_formula():
+    grads, labels, diag = problem(1)
+    beta2, eps = 0.99, 1e-3
+    strategy = AdaCore(0.05, beta2=beta2, eps=eps)
+    first = strategy.select(grads, labels, hessian_diag=diag)
+    reference = facility_on(grads / (np.abs(diag) + eps), labels, 0.05)
+    np.testing.assert_array_equal(first.indices, reference.indices)
+    np.testing.assert_array_equal(first.weights, reference.weights)
+
+    grads2, _, diag2 = problem(2)
+    v = beta2 * (1 - beta2) * diag.astype(np.float64) ** 2 + (1 - beta2) * diag2 ** 2.0
+    smoothed = np.sqrt(v / (1 - beta2 ** 2))
+    second = strategy.select(grads2, labels, hessian_diag=diag2)
+    reference2 = facility_on(grads2 / (smoothed + eps), labels, 0.05)
+    np.testing.assert_array_equal(second.indices, reference2.indices)
+    assert second.round == 2
+    # the preconditioning changes the selection: it is not CRAIG under another name
+    assert not np.array_equal(first.indices, Craig(0.05).select(grads, labels).indices)
+
+
+def test_adacore_state_dict_resumes_the_smoothing():
+    grads, labels, diag = problem(3)
+    unbroken = AdaCore(0.05)
+    unbroken.select(grads, labels, hessian_diag=diag)
+    resumed = AdaCore(0.05)
+    resumed.load_state_dict(unbroken.state_dict())
+    grads2, _, diag2 = problem(4)
+    a = unbroken.select(grads2, labels, hessian_diag=diag2)
+    b = resumed.select(grads2, labels, hessian_diag=diag2)
+    np.testing.assert_array_equal(a.indices, b.indices)
+    assert b.round == 2
+
+
+def test_random_subset_budgets_weights_and_determinism():
+    _, labels, _ = problem(5, n=1000, classes=4)
+    strategy = RandomSubset(0.1, seed=7)
+    coreset = strategy.select(None, labels)
+    budgets = per_class_budgets(labels, 100)
+    assert coreset.budgets == budgets
+    for label, budget in budgets.items():
+        chosen = coreset.indices[labels[coreset.indices] == label]
+        assert chosen.shape[0] == budget
+        size = int((labels == label).sum())
+        np.testing.assert_allclose(coreset.weights[labels[coreset.indices] == label],
+                                   size / budget)
+    assert np.unique(coreset.indices).shape[0] == 100
+    assert coreset.weights.sum() == pytest.approx(1000)
+    again = RandomSubset(0.1, seed=7).select(None, labels)
+    np.testing.assert_array_equal(coreset.indices, again.indices)
+    # a resumed strategy draws what the unbroken one draws next
+    resumed = RandomSubset(0.1, seed=7)
+    resumed.load_state_dict(strategy.state_dict())
+    np.testing.assert_array_equal(strategy.select(None, labels).indices,
+                                  resumed.select(None, labels).indices)
+
+
+@pytest.mark.parametrize("name", ["adacore", "craig"])
+def test_same_seed_same_coreset_bit_for_bit(name):
+    grads, labels, diag = problem(6, n=3000)
+    extra = {"hessian_diag": diag} if name == "adacore" else {}
+    runs = [get_strategy(name, fraction=0.02, optimizer="stochastic", seed=3)
+            .select(grads, labels, **extra) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].indices, runs[1].indices)
+    assert runs[0].weights.tobytes() == runs[1].weights.tobytes()
+    assert runs[0].gains.tobytes() == runs[1].gains.tobytes()
+
+
+def test_equal_budget_mode_on_imbalanced_labels():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [800, 150, 50])
+    grads = rng.standard_normal((1000, 4))
+    coreset = Craig(0.09, budget="equal").select(grads, labels)
+    assert coreset.budgets == {0: 30, 1: 30, 2: 30}
+
+
+def test_metadata_reports_errors_and_health(tmp_path):
+    grads, labels, diag = problem(8)
+    coreset = AdaCore(0.05).select(grads, labels, hessian_diag=diag)
+    for key in ("gradient_error", "preconditioned_gradient_error", "select_seconds",
+                "max_weight_over_mean", "singleton_clusters"):
+        assert key in coreset.metadata
+    coreset.save(tmp_path / "c.npz")
+    loaded = Coreset.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(loaded.indices, coreset.indices)
+    np.testing.assert_array_equal(loaded.weights, coreset.weights)
+    assert loaded.budgets == coreset.budgets and loaded.method == "adacore"
+    assert not list(tmp_path.glob("*.tmp"))
