@@ -23,11 +23,29 @@ try:  # NumPy >= 2 keeps the implementation in numpy._core; numpy.core is a shim
 except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core import multiarray as _multiarray
 
+
+def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """NumPy's ndarray reconstructor, limited to the empty start NumPy itself pickles.
+
+    ``ndarray.__reduce__`` always writes ``_reconstruct(ndarray, (0,), b'b')``; the real
+    shape, dtype and bytes follow in the state, where NumPy checks the shape against the
+    bytes the file actually carries. A non-empty ``shape`` here would only make NumPy
+    allocate memory the file never held, so it is refused.
+    """
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"_reconstruct of {subtype!r}, expected numpy.ndarray")
+    if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape) \
+            or 0 not in shape:
+        raise pickle.UnpicklingError(f"_reconstruct with shape {shape!r}, expected an "
+                                     f"empty shape such as (0,) as NumPy writes it")
+    return _multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
 # What a pickled ndarray needs: the reconstructor (under its NumPy 1 and NumPy 2 module
 # names), the array type it builds and the dtype constructor. Nothing else.
 NUMPY_ARRAY_GLOBALS: Mapping[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }

@@ -38,8 +38,8 @@ class LeNet5(LastLayerModel):
     Notes
     -----
     ``features(x)`` is the 84-wide output of the second fully connected layer.
-    Inputs may be images ``(n, C, H, W)`` or flat rows ``(n, C * H * W)``, which
-    are reshaped (MNIST is often stored as 784 values per example).
+    Inputs may be images ``(n, C, H, W)``, flat rows ``(n, C * H * W)`` (MNIST is
+    often stored as 784 values per example) or, with one channel, ``(n, H, W)``.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
@@ -79,7 +79,8 @@ class LeNet5(LastLayerModel):
         Parameters
         ----------
         x : Tensor
-            ``(n, C, H, W)`` images or ``(n, C * H * W)`` flat rows.
+            ``(n, C, H, W)`` images, ``(n, C * H * W)`` flat rows, or ``(n, H, W)``
+            when ``C == 1``.
 
         Returns
         -------
@@ -89,6 +90,8 @@ class LeNet5(LastLayerModel):
         channels, height, width = self.input_shape
         if x.ndim == 2 and x.shape[1] == channels * height * width:
             x = x.reshape(x.shape[0], channels, height, width)
+        elif x.ndim == 3 and channels == 1 and tuple(x.shape[1:]) == (height, width):
+            x = x.unsqueeze(1)
         elif x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
             raise InputError(f"x: got a batch of shape {tuple(x.shape)}, expected "
                              f"(n, {channels}, {height}, {width}) or "
