@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import torch
 
-# Rows per block: bounds the temporary of the Gram product to about 64 MiB of float32.
-_BLOCK_ELEMENTS = 1 << 24
+# Rows per block: bounds the temporary of a product to about 16 MiB of float32.
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _augmented(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[a, |a|^2, 1] . [-2 b, 1, |b|^2] = |a - b|^2: one product gives squared distances."""
+    ones_a = torch.ones((A.shape[0], 1), dtype=A.dtype, device=A.device)
+    ones_b = torch.ones((B.shape[0], 1), dtype=B.dtype, device=B.device)
+    left = torch.cat([A, (A * A).sum(dim=1, keepdim=True), ones_a], dim=1)
+    right = torch.cat([-2.0 * B, ones_b, (B * B).sum(dim=1, keepdim=True)], dim=1)
+    return left, right
 
 
 def pairwise_distances(X: torch.Tensor, Y: torch.Tensor | None = None) -> torch.Tensor:
     """Euclidean distances between the rows of ``X`` and ``Y`` (``X`` itself when None).
 
-    Uses the Gram identity ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b> in row blocks,
-    clamped at zero before the square root. Both sides are first centred on the mean of
-    ``X`` (distances do not change under translation, and centring removes most of the
-    cancellation error of the identity). With ``Y`` None the diagonal is exactly zero.
+    Uses the Gram identity ||a - b||^2 = ||a||^2 + ||b||^2 - 2 <a, b> in row blocks
+    (folded into one matrix product), clamped at zero before the square root. Both sides
+    are first centred on the mean of ``X`` (distances do not change under translation,
+    and centring removes most of the cancellation error of the identity). With ``Y``
+    None only the blocks on and above the diagonal are multiplied and then mirrored:
+    half the flops, an exactly symmetric result, and an exactly zero diagonal.
 
     Parameters
     ----------
@@ -29,16 +40,18 @@ def pairwise_distances(X: torch.Tensor, Y: torch.Tensor | None = None) -> torch.
     center = X.mean(dim=0, keepdim=True)
     A = X - center
     B = A if Y is None else Y.to(device=X.device, dtype=torch.float32) - center
-    a_sq = (A * A).sum(dim=1)
-    b_sq = a_sq if Y is None else (B * B).sum(dim=1)
-    out = torch.empty((A.shape[0], B.shape[0]), dtype=torch.float32, device=X.device)
-    rows = max(1, _BLOCK_ELEMENTS // max(1, B.shape[0]))
-    for start in range(0, A.shape[0], rows):
-        stop = min(start + rows, A.shape[0])
-        block = out[start:stop]
-        torch.mm(A[start:stop], B.T, out=block)
-        block.mul_(-2.0).add_(a_sq[start:stop, None]).add_(b_sq[None, :])
-        block.clamp_(min=0.0).sqrt_()
+    left, right = _augmented(A, B)
+    n, m = A.shape[0], B.shape[0]
+    out = torch.empty((n, m), dtype=torch.float32, device=X.device)
+    rows = max(256, _BLOCK_ELEMENTS // max(1, m))
+    for start in range(0, n, rows):
+        stop = min(start + rows, n)
+        if Y is None:
+            block = (left[start:stop] @ right[start:].T).clamp_min_(0.0).sqrt_()
+            out[start:stop, start:] = block
+            out[stop:, start:stop] = block[:, stop - start:].T
+        else:
+            out[start:stop] = (left[start:stop] @ right.T).clamp_min_(0.0).sqrt_()
     if Y is None:
         out.fill_diagonal_(0.0)
     return out
