@@ -3,7 +3,8 @@
 from adacore.strategies.base import (STRATEGIES, Strategy, available_strategies, get_strategy,
                                      register_strategy)
 from adacore.strategies.facility import AdaCore, Craig
+from adacore.strategies.full import FullData
 from adacore.strategies.random import RandomSubset
 
-__all__ = ["STRATEGIES", "AdaCore", "Craig", "RandomSubset", "Strategy",
+__all__ = ["STRATEGIES", "AdaCore", "Craig", "FullData", "RandomSubset", "Strategy",
            "available_strategies", "get_strategy", "register_strategy"]

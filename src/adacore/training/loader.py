@@ -1,0 +1,149 @@
+"""A drop-in for a user's own training loop: batches of the current coreset, reselected on schedule.
+
+    loader = CoresetLoader(x, y, get_strategy("adacore", fraction=0.01), select_every=5)
+    for epoch in range(epochs):
+        for xb, yb, wb in loader.epoch(model):
+            loss = (wb * F.cross_entropy(model(xb), yb, reduction="none")).mean()
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from adacore.coreset import Coreset
+from adacore.probe import probe
+from adacore.strategies.base import Strategy
+from adacore.validation import InputError, check_choice, check_int
+
+
+class CoresetLoader:
+    """Yields ``(x, y, weight)`` batches of the current coreset; reselects every R epochs.
+
+    Weights are the coreset's, rescaled to mean 1 within the coreset so a learning
+    rate keeps its meaning (the loss ``mean(w * l)`` estimates the full-data mean loss).
+    Strategies that need per-example vectors get them from :func:`adacore.probe.probe`
+    on the model at the start of a selection epoch (last-layer terms, in ``space``).
+
+    Parameters
+    ----------
+    x, y : Tensor
+        The training set (kept where it is; batches move to ``device``).
+    strategy : Strategy
+        Any registered strategy.
+    batch_size : int
+    select_every : int
+        R: reselect at the start of every R-th epoch (the first epoch always selects).
+    warm_start_epochs : int
+        Full-data epochs before the first selection.
+    space : {"logits", "last_layer"}
+        Gradient space of the probe.
+    seed : int
+        Seed of the batch order.
+    device : optional
+        Where batches go (default: the model's device).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
+                 batch_size: int = 128, select_every: int = 1, warm_start_epochs: int = 0,
+                 space: str = "logits", probe_batch_size: int = 2048, seed: int = 0,
+                 device=None):
+        if len(x) != len(y):
+            raise InputError(f"y: got {len(y)} labels, expected {len(x)} (one per example)")
+        self.x, self.y = x, torch.as_tensor(y).long()
+        self.strategy = strategy
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.select_every = check_int("select_every", select_every, 1)
+        self.warm_start_epochs = check_int("warm_start_epochs", warm_start_epochs, 0)
+        self.space = check_choice("space", space, ("logits", "last_layer"))
+        self.probe_batch_size = check_int("probe_batch_size", probe_batch_size, 1)
+        self.device = device
+        self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
+        self.epoch_ = 0
+        self.coreset_: Coreset | None = None
+        self.visited_ = torch.zeros(len(x), dtype=torch.bool)
+        self.last_selection_: dict | None = None
+
+    @property
+    def fraction_visited(self) -> float:
+        """Distinct examples ever trained on / n."""
+        return float(self.visited_.float().mean())
+
+    def _needs_selection(self) -> bool:
+        since_start = self.epoch_ - self.warm_start_epochs - 1
+        return self.coreset_ is None or since_start % self.select_every == 0
+
+    def select(self, model: torch.nn.Module) -> Coreset:
+        """Run one selection round now, on the model as it is."""
+        start = time.perf_counter()
+        inputs, grads = {}, None
+        if self.strategy.requires:
+            wants_diag = "hessian_diag" in self.strategy.requires
+            result = probe(model, self.x, self.y, space=self.space,
+                           hessian="closed_form" if wants_diag else None,
+                           batch_size=self.probe_batch_size)
+            grads = result.grads
+            if wants_diag:
+                inputs["hessian_diag"] = result.hessian_diag
+        coreset = self.strategy.select(grads, self.y.numpy(), **inputs)
+        self.coreset_ = coreset
+        self.last_selection_ = {"select_seconds": time.perf_counter() - start,
+                                "gradient_error": coreset.metadata.get("gradient_error"),
+                                "preconditioned_gradient_error":
+                                    coreset.metadata.get("preconditioned_gradient_error"),
+                                "max_weight_over_mean":
+                                    coreset.metadata.get("max_weight_over_mean"),
+                                "singleton_clusters": coreset.metadata.get("singleton_clusters")}
+        return coreset
+
+    def epoch(self, model: torch.nn.Module):
+        """Start the next epoch (selecting first when due) and yield its batches."""
+        self.epoch_ += 1
+        self.last_selection_ = None
+        device = self.device or next(model.parameters()).device
+        if self.epoch_ <= self.warm_start_epochs:
+            indices = torch.arange(len(self.x))
+            weights = torch.ones(len(self.x))
+        else:
+            if self._needs_selection():
+                self.select(model)
+            indices = torch.from_numpy(self.coreset_.indices)
+            weights = torch.from_numpy(self.coreset_.normalized_weights()).float()
+        self.visited_[indices] = True
+        order = torch.randperm(indices.shape[0], generator=self.generator)
+        for start in range(0, order.shape[0], self.batch_size):
+            chosen = order[start:start + self.batch_size]
+            rows = indices[chosen]
+            yield (self.x[rows].to(device, non_blocking=True),
+                   self.y[rows].to(device, non_blocking=True),
+                   weights[chosen].to(device, non_blocking=True))
+
+    def examples_this_epoch(self) -> int:
+        """Examples in the current epoch's pass."""
+        if self.epoch_ <= self.warm_start_epochs or self.coreset_ is None:
+            return len(self.x)
+        return len(self.coreset_)
+
+    def state_dict(self) -> dict:
+        coreset = None
+        if self.coreset_ is not None:
+            coreset = {"indices": torch.from_numpy(self.coreset_.indices),
+                       "weights": torch.from_numpy(self.coreset_.weights),
+                       "round": self.coreset_.round, "method": self.coreset_.method}
+        return {"epoch": self.epoch_, "generator": self.generator.get_state(),
+                "visited": self.visited_.clone(), "coreset": coreset,
+                "strategy": self.strategy.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch_ = int(state["epoch"])
+        self.generator.set_state(state["generator"])
+        self.visited_ = state["visited"].clone()
+        self.strategy.load_state_dict(state["strategy"])
+        saved = state["coreset"]
+        self.coreset_ = None if saved is None else Coreset(
+            indices=saved["indices"].numpy(), weights=saved["weights"].numpy(),
+            gains=np.full(saved["indices"].shape[0], np.nan), method=saved["method"],
+            round=int(saved["round"]))

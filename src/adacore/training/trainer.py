@@ -1,0 +1,256 @@
+"""The trainer behind `adacore run`: coreset training with logging, checkpoints and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from adacore.data import load_dataset
+from adacore.models import build_model
+from adacore.strategies import get_strategy
+from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
+                                         rewrite_jsonl, save_checkpoint)
+from adacore.training.loader import CoresetLoader
+from adacore.training.schedules import build_optimizer, build_scheduler
+from adacore.validation import InputError, check_fraction, check_int
+
+
+@dataclass
+class TrainConfig:
+    """Everything one run depends on; ``adacore run`` flags map onto these fields."""
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    method: str = "adacore"
+    fraction: float = 0.01
+    epochs: int = 40
+    select_every: int = 5
+    warm_start_epochs: int = 0
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    space: str = "logits"
+    budget: str = "proportional"
+    beta2: float = 0.999
+    eps: float = 1e-4
+    data_root: str | None = None
+    imbalance_ratio: float | None = None
+    device: str = "auto"
+    eval_batch_size: int = 4096
+    strategy_options: dict = field(default_factory=dict)
+
+    def validate(self) -> "TrainConfig":
+        check_fraction("fraction", self.fraction)
+        check_int("epochs", self.epochs, 1)
+        check_int("select_every", self.select_every, 1)
+        check_int("warm_start_epochs", self.warm_start_epochs, 0)
+        check_int("seed", self.seed, 0)
+        check_int("batch_size", self.batch_size, 1)
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr: got {self.lr!r}, expected a finite number > 0")
+        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise InputError(f"device: got {self.device!r}, expected auto, cpu or cuda")
+        return self
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise InputError("device: got 'cuda', but no CUDA device is available")
+        return torch.device(self.device)
+
+    def strategy(self):
+        options = {"fraction": self.fraction, "budget": self.budget, "seed": self.seed,
+                   **self.strategy_options}
+        if self.method == "adacore":
+            options.setdefault("beta2", self.beta2)
+            options.setdefault("eps", self.eps)
+        return get_strategy(self.method, **options)
+
+
+@torch.no_grad()
+def evaluate(model, x, y, *, batch_size: int, device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    correct, total_loss = 0, 0.0
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        logits = model(xb)
+        total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == yb).sum())
+    model.train(was_training)
+    return correct / len(x), total_loss / len(x)
+
+
+class NonFiniteLoss(InputError):
+    """Training met a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class Trainer:
+    """Train one model on one method's coresets, logging every epoch to ``out/``.
+
+    ``out/metrics.jsonl`` gets one line per epoch as the run goes; ``out/checkpoint.pt``
+    (model, optimizer, scheduler, strategy state, RNG states, visited set) is replaced
+    atomically after every epoch; ``out/run.json`` holds the final record. With
+    ``resume=True`` a run continues from its checkpoint and ends with the metrics an
+    unbroken run would have (timings aside).
+    """
+
+    def __init__(self, config: TrainConfig, out: str | Path, *, quiet: bool = False,
+                 splits=None):
+        self.config = config.validate()
+        self.out = Path(out)
+        self.quiet = quiet
+        self.splits = splits
+
+    def _setup(self):
+        config = self.config
+        device = config.resolved_device()
+        splits = self.splits or load_dataset(config.dataset, root=config.data_root,
+                                             imbalance_ratio=config.imbalance_ratio,
+                                             seed=config.seed)
+        if splits.val is None:
+            raise InputError("dataset: a validation split is needed for model selection")
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, num_classes=splits.train.num_classes,
+                            input_shape=tuple(splits.train.x.shape[1:]), seed=config.seed,
+                            device=device)
+        optimizer = build_optimizer(model, lr=config.lr, momentum=config.momentum,
+                                    nesterov=config.nesterov, weight_decay=config.weight_decay)
+        scheduler = build_scheduler(optimizer, schedule=config.schedule, epochs=config.epochs,
+                                    warmup_epochs=config.warmup_epochs)
+        loader = CoresetLoader(splits.train.x, splits.train.y, config.strategy(),
+                               batch_size=config.batch_size, select_every=config.select_every,
+                               warm_start_epochs=config.warm_start_epochs, space=config.space,
+                               seed=config.seed, device=device)
+        return device, splits, model, optimizer, scheduler, loader
+
+    def run(self, *, resume: bool = False) -> dict:
+        """Train (or continue) and return the run record."""
+        config = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
+        device, splits, model, optimizer, scheduler, loader = self._setup()
+        history: list[dict] = []
+        totals = {"examples": 0, "wall": 0.0}
+        if resume and checkpoint_path.exists():
+            state = load_checkpoint(checkpoint_path)
+            if state["config"] != dataclasses.asdict(config):
+                raise InputError(f"--resume: the checkpoint in {str(self.out)!r} was written "
+                                 f"with other settings; use another --out or the same flags")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            loader.load_state_dict(state["loader"])
+            torch.set_rng_state(state["torch_rng"])
+            totals = dict(state["totals"])
+            history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= loader.epoch_]
+            rewrite_jsonl(metrics_path, history)
+        elif metrics_path.exists() or checkpoint_path.exists():
+            if not resume:
+                raise InputError(f"--out: {str(self.out)!r} already holds a run; pass --resume "
+                                 f"to continue it or choose another folder")
+        else:
+            rewrite_jsonl(metrics_path, [])
+
+        progress = _progress(range(loader.epoch_, config.epochs), total=config.epochs,
+                             initial=loader.epoch_, quiet=self.quiet,
+                             desc=f"{config.method} seed {config.seed}")
+        for _ in progress:
+            row = self._epoch(model, optimizer, scheduler, loader, splits, device, totals)
+            history.append(row)
+            append_jsonl(metrics_path, row)
+            save_checkpoint({"config": dataclasses.asdict(config), "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(),
+                             "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
+                             "totals": totals}, checkpoint_path)
+            if hasattr(progress, "set_postfix"):
+                progress.set_postfix(val=f"{row['val_accuracy']:.3f}",
+                                     test=f"{row['test_accuracy']:.3f}")
+        record = run_record(config, history)
+        (self.out / "run.json").write_text(json.dumps(record, indent=1))
+        return record
+
+    def _epoch(self, model, optimizer, scheduler, loader, splits, device, totals) -> dict:
+        model.train()
+        loss_sum, weight_sum = 0.0, 0.0
+        start = time.perf_counter()
+        batches = loader.epoch(model)
+        select_seconds = 0.0
+        for step, (xb, yb, wb) in enumerate(batches):
+            if step == 0 and loader.last_selection_ is not None:
+                select_seconds = loader.last_selection_["select_seconds"]
+            losses = F.cross_entropy(model(xb), yb, reduction="none")
+            loss = (wb * losses).sum() / wb.sum()
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"training: the loss became {float(loss)} at epoch "
+                                    f"{loader.epoch_}; lower --lr. The last good checkpoint "
+                                    f"is kept in {str(self.out)!r}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * float(wb.sum())
+            weight_sum += float(wb.sum())
+        scheduler.step()
+        train_seconds = time.perf_counter() - start - select_seconds
+        examples = loader.examples_this_epoch()
+        totals["examples"] += examples
+        totals["wall"] += select_seconds + train_seconds
+        start = time.perf_counter()
+        val_accuracy, val_loss = evaluate(model, splits.val.x, splits.val.y,
+                                          batch_size=self.config.eval_batch_size, device=device)
+        test_accuracy, test_loss = evaluate(model, splits.test.x, splits.test.y,
+                                            batch_size=self.config.eval_batch_size,
+                                            device=device)
+        selection = loader.last_selection_ or {}
+        return {"epoch": loader.epoch_, "train_loss": loss_sum / max(weight_sum, 1e-12),
+                "val_accuracy": val_accuracy, "val_loss": val_loss,
+                "test_accuracy": test_accuracy, "test_loss": test_loss,
+                "select_seconds": select_seconds, "train_seconds": train_seconds,
+                "eval_seconds": time.perf_counter() - start,
+                "examples_processed": totals["examples"], "wall_seconds": totals["wall"],
+                "fraction_visited": loader.fraction_visited,
+                "gradient_error": selection.get("gradient_error"),
+                "preconditioned_gradient_error": selection.get("preconditioned_gradient_error"),
+                "max_weight_over_mean": selection.get("max_weight_over_mean"),
+                "singleton_clusters": selection.get("singleton_clusters"),
+                "coreset_size": examples, "lr": optimizer.param_groups[0]["lr"]}
+
+
+def run_record(config: TrainConfig, history: list[dict]) -> dict:
+    """The per-run summary the report reads: final and best-validation figures, times."""
+    best = max(history, key=lambda row: (row["val_accuracy"], -row["epoch"]))
+    last = history[-1]
+    return {"method": config.method, "seed": config.seed, "fraction": config.fraction,
+            "dataset": config.dataset, "model": config.model,
+            "final_test_accuracy": last["test_accuracy"], "final_test_loss": last["test_loss"],
+            "best_val_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"],
+            "test_accuracy_at_best_val": best["test_accuracy"],
+            "select_seconds": sum(row["select_seconds"] for row in history),
+            "train_seconds": sum(row["train_seconds"] for row in history),
+            "eval_seconds": sum(row["eval_seconds"] for row in history),
+            "fraction_visited": last["fraction_visited"], "history": history}
+
+
+def _progress(iterable, *, total, initial, quiet, desc):
+    if quiet:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch", leave=False)
