@@ -1,0 +1,97 @@
+"""`adacore run` and `adacore compare`: one run, or every method x seed, then the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from adacore.data import load_dataset
+from adacore.experiments.report import write_report
+from adacore.strategies import available_strategies
+from adacore.training import TrainConfig, Trainer
+from adacore.validation import InputError, check_choice
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    tomllib = None
+
+# keys a scenario file may hold besides the TrainConfig fields
+COMPARE_KEYS = {"methods", "seeds", "target", "name", "description"}
+
+
+def read_scenario(path: str | Path) -> dict:
+    """A TOML scenario: TrainConfig fields plus ``methods``, ``seeds``, ``target``."""
+    if tomllib is None:
+        raise InputError("--config: reading TOML needs Python 3.11 or newer")
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--config: no file at {str(path)!r}, expected a TOML scenario")
+    try:
+        scenario = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"--config: {str(path)!r} is not valid TOML ({error})") from error
+    known = {f.name for f in dataclasses.fields(TrainConfig)} | COMPARE_KEYS
+    unknown = sorted(set(scenario) - known)
+    if unknown:
+        raise InputError(f"--config: unknown keys {unknown} in {str(path)!r}; expected some "
+                         f"of {sorted(known)}")
+    return scenario
+
+
+def make_config(settings: dict) -> TrainConfig:
+    """A validated TrainConfig from a dict of its fields (unknown keys rejected)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(settings) - names)
+    if unknown:
+        raise InputError(f"settings: unknown keys {unknown}")
+    config = TrainConfig(**settings).validate()
+    check_choice("method", config.method, available_strategies())
+    return config
+
+
+def run_one(config: TrainConfig, out: str | Path, *, resume: bool = False,
+            quiet: bool = False, splits=None) -> dict:
+    """Train one method with one seed into ``out``; returns the run record."""
+    return Trainer(config, out, quiet=quiet, splits=splits).run(resume=resume)
+
+
+def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Path, *,
+            target: float | None = None, resume: bool = False, quiet: bool = False) -> dict:
+    """Every method with every seed on the same settings, then ``results.json/.md`` and plots.
+
+    Each run lives in ``out/METHOD/seed_S``; with ``resume`` finished runs are read back
+    and unfinished ones continue from their checkpoints. All methods with a given seed
+    share the model initialisation, the data split and the batch-order seed.
+    """
+    if not methods:
+        raise InputError("methods: expected at least one method")
+    if not seeds:
+        raise InputError("seeds: expected at least one seed")
+    for method in methods:
+        check_choice("method", method, available_strategies())
+    out = Path(out)
+    runs = []
+    for seed in seeds:
+        splits = None
+        for method in methods:
+            config = make_config({**settings, "method": method, "seed": seed})
+            folder = out / method / f"seed_{seed}"
+            finished = folder / "run.json"
+            if resume and finished.exists():
+                runs.append(json.loads(finished.read_text()))
+                continue
+            if splits is None:
+                splits = load_dataset(config.dataset, root=config.data_root,
+                                      imbalance_ratio=config.imbalance_ratio, seed=seed)
+            record = run_one(config, folder, resume=resume, quiet=quiet, splits=splits)
+            runs.append(record)
+            if not quiet:
+                print(f"{method:>9} seed {seed}: test {record['test_accuracy_at_best_val']:.4f} "
+                      f"at best val (epoch {record['best_val_epoch']}), "
+                      f"selection {record['select_seconds']:.1f} s, training "
+                      f"{record['train_seconds']:.1f} s, visited "
+                      f"{record['fraction_visited']:.0%}", file=sys.stderr)
+    return write_report(runs, out, target=target)

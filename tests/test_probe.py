@@ -1,0 +1,322 @@
+"""The probe against per-example autograd, exact Hessians, and its own invariances."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from adacore import InputError
+from adacore.models import MLP, LastLayerWrapper
+from adacore.probe import ProbeResult, probe, project, projection_matrix
+
+N, IN, HIDDEN, C = 11, 5, 7, 3
+
+
+def small_model(seed=0, bias=True):
+    torch.manual_seed(seed)
+    model = MLP(in_features=IN, hidden=(HIDDEN,), num_classes=C).double()
+    if not bias:
+        model.classifier = nn.Linear(HIDDEN, C, bias=False).double()
+    return model
+
+
+def small_data(seed=0, n=N):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, IN, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, C, (n,), generator=generator)
+    return x, y
+
+
+def last_layer_loss(model, x_i, y_i):
+    """The loss of one example as a function of the flat last-layer parameters."""
+    layer = model.classifier
+    sizes = [layer.weight.numel()] + ([layer.bias.numel()] if layer.bias is not None else [])
+
+    def loss(theta):
+        pieces = torch.split(theta, sizes)
+        params = {"classifier.weight": pieces[0].reshape(layer.weight.shape)}
+        if layer.bias is not None:
+            params["classifier.bias"] = pieces[1]
+        logits = functional_call(model, params, (x_i[None],))
+        return F.cross_entropy(logits, y_i[None])
+
+    theta = torch.cat([p.detach().reshape(-1) for p in layer.parameters()])
+    return loss, theta
+
+
+def test_logit_space_equals_autograd():
+    model, (x, y) = small_model(), small_data()
+    result = probe(model, x, y, space="logits")
+    assert isinstance(result, ProbeResult) and result.space == "logits"
+    assert result.grads.dtype == torch.float32 and result.grads.shape == (N, C)
+    assert result.labels.dtype == torch.int64
+    torch.testing.assert_close(result.labels, y)
+    model.eval()
+    for i in range(N):
+        logits_i = model(x[i:i + 1])[0].detach()
+        loss = lambda z: F.cross_entropy(z[None], y[i:i + 1])
+        gradient = torch.autograd.functional.jacobian(loss, logits_i)
+        hessian = torch.autograd.functional.hessian(loss, logits_i)
+        torch.testing.assert_close(result.grads[i], gradient.float())
+        torch.testing.assert_close(result.hessian_diag[i], torch.diagonal(hessian).float())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_last_layer_space_equals_autograd(bias):
+    model, (x, y) = small_model(1, bias=bias), small_data(1)
+    result = probe(model, x, y, space="last_layer")
+    p = C * HIDDEN + (C if bias else 0)
+    assert result.grads.shape == (N, p) and result.hessian_diag.shape == (N, p)
+    model.eval()
+    for i in range(N):
+        # gradient by backpropagation through the real model
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        expected = [model.classifier.weight.grad.reshape(-1)]
+        if bias:
+            expected.append(model.classifier.bias.grad)
+        torch.testing.assert_close(result.grads[i], torch.cat(expected).float())
+        loss, theta = last_layer_loss(model, x[i], y[i])
+        hessian = torch.autograd.functional.hessian(loss, theta)
+        torch.testing.assert_close(result.hessian_diag[i], torch.diagonal(hessian).float())
+
+
+def test_hessian_none_skips_the_diagonal_and_keeps_grads():
+    model, (x, y) = small_model(), small_data()
+    for space in ("logits", "last_layer"):
+        full = probe(model, x, y, space=space)
+        bare = probe(model, x, y, space=space, hessian=None)
+        assert bare.hessian_diag is None
+        torch.testing.assert_close(bare.grads, full.grads)
+
+
+@pytest.mark.parametrize("space", ["logits", "last_layer"])
+def test_hutchinson_converges_to_the_closed_form(space):
+    model, (x, y) = small_model(2), small_data(2)
+    exact = probe(model, x, y, space=space).hessian_diag
+    errors = []
+    for n_samples in (4, 64, 1024):
+        estimate = probe(model, x, y, space=space, hessian="hutchinson", n_samples=n_samples,
+                         generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(estimate.grads, probe(model, x, y, space=space).grads)
+        errors.append(float((estimate.hessian_diag - exact).abs().mean()))
+    # the error of a mean of m probes shrinks like 1 / sqrt(m): 16x more probes, ~4x less
+    assert errors[1] < errors[0] / 2 and errors[2] < errors[1] / 2
+    assert errors[2] < 0.1 * float(exact.abs().mean())
+    # not exact with few probes (z_c z_c' off-diagonal terms), so the test can tell
+    assert errors[0] > 1e-3 * float(exact.abs().mean())
+
+
+def test_hutchinson_is_reproducible_with_a_generator():
+    model, (x, y) = small_model(), small_data()
+    runs = [probe(model, x, y, space="last_layer", hessian="hutchinson", n_samples=3,
+                  generator=torch.Generator().manual_seed(5)).hessian_diag for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_hutchinson_with_a_custom_loss_matches_exact_hessians():
+    model, (x, y) = small_model(3), small_data(3)
+
+    def softmax_squared_error(logits, labels):
+        residual = torch.softmax(logits, dim=1) - F.one_hot(labels, logits.shape[1])
+        return 0.5 * (residual ** 2).sum(dim=1)
+
+    result = probe(model, x, y, space="logits", hessian="hutchinson", n_samples=4000,
+                   generator=torch.Generator().manual_seed(1), loss_fn=softmax_squared_error)
+    model.eval()
+    scale = 0.0
+    for i in range(N):
+        logits_i = model(x[i:i + 1])[0].detach()
+        loss = lambda z: softmax_squared_error(z[None], y[i:i + 1])[0]
+        gradient = torch.autograd.functional.jacobian(loss, logits_i)
+        hessian = torch.autograd.functional.hessian(loss, logits_i)
+        torch.testing.assert_close(result.grads[i], gradient.float())
+        diagonal = torch.diagonal(hessian).float()
+        torch.testing.assert_close(result.hessian_diag[i], diagonal, atol=0.02, rtol=0.0)
+        scale = max(scale, float(diagonal.abs().max()))
+    assert scale > 0.05   # the tolerance above is small against the entries
+
+
+def test_hutchinson_is_exact_for_a_separable_loss():
+    # a loss whose Hessian in the logits is diagonal: z * (H z) = H_cc since z_c^2 = 1
+    model, (x, y) = small_model(), small_data()
+
+    def quartic(logits, labels):
+        return (logits ** 4).sum(dim=1) / 12.0 - logits.gather(1, labels[:, None])[:, 0]
+
+    result = probe(model, x, y, hessian="hutchinson", n_samples=1, loss_fn=quartic,
+                   generator=torch.Generator().manual_seed(0))
+    model.eval()
+    logits = model(x).detach()
+    torch.testing.assert_close(result.hessian_diag, (logits ** 2).float())
+    expected_grads = logits ** 3 / 3.0 - F.one_hot(y, C)
+    torch.testing.assert_close(result.grads, expected_grads.float())
+
+
+@pytest.mark.parametrize("space", ["logits", "last_layer", "last_layer_output_preconditioned"])
+def test_results_do_not_depend_on_batch_size(space):
+    model, (x, y) = small_model(), small_data()
+    results = [probe(model, x, y, space=space, batch_size=b) for b in (1, 3, N, 1000)]
+    for other in results[1:]:
+        torch.testing.assert_close(other.grads, results[0].grads)
+        if results[0].hessian_diag is not None:
+            torch.testing.assert_close(other.hessian_diag, results[0].hessian_diag)
+
+
+def test_output_preconditioned_vectors_equal_the_formula():
+    model, (x, y) = small_model(4), small_data(4)
+    eps = 1e-3
+    result = probe(model, x, y, space="last_layer_output_preconditioned", eps=eps)
+    assert result.hessian_diag is None
+    model.eval()
+    h = model.features(x).detach()
+    p = torch.softmax(model.classifier(h), dim=1).detach()
+    factor = (p - F.one_hot(y, C)) / (p * (1 - p) + eps)
+    h1 = torch.cat([h, torch.ones(N, 1, dtype=h.dtype)], dim=1)
+    outer = factor[:, :, None] * h1[:, None, :]              # (n, C, D + 1)
+    # layout as in the last-layer space: weights row-major, then the bias column
+    expected = torch.cat([outer[:, :, :-1].reshape(N, -1), outer[:, :, -1]], dim=1)
+    torch.testing.assert_close(result.grads, expected.float())
+
+
+def test_eval_mode_is_used_and_modes_are_restored():
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(IN, HIDDEN), nn.BatchNorm1d(HIDDEN), nn.ReLU(),
+                         nn.Dropout(0.5))
+    model = LastLayerWrapper(body, nn.Linear(HIDDEN, C)).double()
+    x, y = small_data()
+    model.train()
+    body[3].eval()        # a mixed state must come back as it was, module by module
+    running_mean = body[1].running_mean.clone()
+    first = probe(model, x, y, space="last_layer")
+    second = probe(model, x, y, space="last_layer", batch_size=2)
+    torch.testing.assert_close(first.grads, second.grads)
+    torch.testing.assert_close(first.hessian_diag, second.hessian_diag)
+    assert model.training and body[1].training and not body[3].training
+    assert torch.equal(body[1].running_mean, running_mean)   # no batch-norm update
+    model.eval()
+    expected = probe(model, x, y, space="last_layer")
+    assert not model.training
+    torch.testing.assert_close(first.grads, expected.grads)
+
+
+def pairwise_squared_distances(points):
+    return torch.cdist(points.double(), points.double()) ** 2
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "achlioptas"])
+def test_projection_preserves_distances(kind):
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(50, 2000, generator=generator)
+    projected = project(points, 256, seed=3, kind=kind)
+    assert projected.shape == (50, 256) and projected.dtype == torch.float32
+    before = pairwise_squared_distances(points)
+    after = pairwise_squared_distances(projected)
+    off_diagonal = ~torch.eye(50, dtype=torch.bool)
+    ratio = (after / before)[off_diagonal]
+    relative = (ratio - 1.0).abs()
+    # the relative error of one squared distance has standard deviation sqrt(2 / 256)
+    # = 0.088; the JL lemma bounds all 1,225 pairs at once by about 0.4 for k = 256
+    assert float(relative.mean()) < 0.1
+    assert float(torch.quantile(relative, 0.95)) < 0.2
+    assert float(relative.max()) < 0.45
+    assert abs(float(ratio.mean()) - 1.0) < 0.04      # unbiased: scaled by 1 / sqrt(k)
+
+
+def test_projection_is_fixed_by_its_seed():
+    vectors = torch.randn(20, 30, generator=torch.Generator().manual_seed(1))
+    first = project(vectors, 8, seed=7)
+    assert torch.equal(first, project(vectors, 8, seed=7, batch_size=3))
+    assert not torch.allclose(first, project(vectors, 8, seed=8))
+    assert torch.equal(projection_matrix(30, 8, 7), projection_matrix(30, 8, 7))
+    assert torch.equal(projection_matrix(30, 8, 7, dtype=torch.float64).float(),
+                       projection_matrix(30, 8, 7))
+    sparse = projection_matrix(300, 40, 0, kind="achlioptas")
+    assert 0.6 < float((sparse == 0).float().mean()) < 0.73   # two thirds zeros
+
+
+@pytest.mark.parametrize("space,hessian", [("last_layer", None), ("logits", None),
+                                           ("last_layer_output_preconditioned", "closed_form")])
+def test_probe_projection_equals_projecting_afterwards(space, hessian):
+    model, (x, y) = small_model(), small_data()
+    plain = probe(model, x, y, space=space, hessian=hessian)
+    projected = probe(model, x, y, space=space, hessian=hessian, projection_dim=6,
+                      projection_seed=2, batch_size=4)
+    assert projected.grads.shape == (N, 6)
+    torch.testing.assert_close(projected.grads, project(plain.grads.double(), 6, seed=2),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_probe_accepts_numpy_and_stores_outputs_where_asked():
+    model, (x, y) = small_model(), small_data()
+    from_numpy = probe(model, x.numpy(), y.numpy(), device="cpu")
+    torch.testing.assert_close(from_numpy.grads, probe(model, x, y).grads)
+    assert from_numpy.grads.device.type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_model_on_cuda_with_inputs_on_cpu():
+    model, (x, y) = small_model(), small_data()
+    expected = probe(model, x, y, space="last_layer")
+    result = probe(model.cuda(), x, y, space="last_layer", batch_size=4)
+    assert result.grads.device.type == "cuda" and result.labels.device.type == "cuda"
+    torch.testing.assert_close(result.grads.cpu(), expected.grads)
+    torch.testing.assert_close(result.hessian_diag.cpu(), expected.hessian_diag)
+    hutchinson = probe(model, x, y, space="last_layer", hessian="hutchinson",
+                       generator=torch.Generator(device="cuda").manual_seed(0))
+    assert hutchinson.hessian_diag.device.type == "cuda"
+
+
+def bad_calls():
+    model, (x, y) = small_model(), small_data()
+    return model, x, y, [
+        ("y", dict(y=y[:-1])),
+        ("y", dict(y=torch.full((N,), C))),
+        ("y", dict(y=-torch.ones(N, dtype=torch.long))),
+        ("y", dict(y=np.full(N, 0.5))),
+        ("space", dict(space="weights")),
+        ("hessian", dict(hessian="exact")),
+        ("batch_size", dict(batch_size=0)),
+        ("n_samples", dict(hessian="hutchinson", n_samples=0)),
+        ("eps", dict(eps=-1.0)),
+        ("projection_dim", dict(projection_dim=0, hessian=None)),
+        ("projection_dim", dict(space="last_layer", projection_dim=8)),
+        ("projection_dim", dict(space="logits", projection_dim=2)),
+        ("projection_kind", dict(projection_kind="fourier", hessian=None)),
+        ("hessian", dict(loss_fn=lambda z, t: F.cross_entropy(z, t, reduction="none"))),
+        ("hessian", dict(space="last_layer_output_preconditioned", hessian=None)),
+        ("loss_fn", dict(hessian="hutchinson", loss_fn=F.cross_entropy)),   # a scalar
+        ("loss_fn", dict(loss_fn="cross_entropy", hessian=None)),
+        ("generator", dict(hessian="hutchinson", generator=0)),
+    ]
+
+
+def test_bad_inputs_raise_input_errors_naming_the_argument():
+    model, x, y, calls = bad_calls()
+    for name, changes in calls:
+        arguments = dict(y=y) | changes
+        labels = arguments.pop("y")
+        with pytest.raises(InputError, match=name):
+            probe(model, x, labels, **arguments)
+
+
+def test_a_model_without_the_interface_is_refused():
+    x, y = small_data()
+    plain = nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, C))
+    with pytest.raises(InputError, match="model"):
+        probe(plain, x, y)
+    with pytest.raises(InputError, match="model"):
+        probe("not a model", x, y)
+
+
+def test_project_refuses_bad_arguments():
+    with pytest.raises(InputError, match="dim"):
+        project(torch.ones(3, 4), 0)
+    with pytest.raises(InputError, match="vectors"):
+        project(torch.ones(4), 2)
+    with pytest.raises(InputError, match="kind"):
+        project(torch.ones(3, 4), 2, kind="dense")
+    with pytest.raises(InputError, match="batch_size"):
+        project(torch.ones(3, 4), 2, batch_size=0)
