@@ -59,6 +59,96 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+# TrainConfig fields the command line sets through other flags (or not at all)
+_NOT_FLAGS = {"strategy_options", "method", "seed"}
+_HELP = {
+    "dataset": "mnist, digits or cifar10", "model": "mlp, linear, lenet, resnet20, resnet18",
+    "fraction": "share of the training set in each coreset, (0, 1]",
+    "epochs": "training epochs (passes over the current coreset)",
+    "select_every": "R: reselect every R epochs",
+    "warm_start_epochs": "full-data epochs before the first selection",
+    "space": "gradient space of the probe: logits or last_layer",
+    "budget": "per-class budgets: proportional or equal",
+    "schedule": "learning-rate schedule: constant, multistep or cosine",
+    "data_root": "folder of the data files (CIFAR-10, MNIST IDX)",
+    "imbalance_ratio": "long-tailed training set: largest / smallest class",
+    "device": "auto, cpu or cuda",
+}
+
+
+def _config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; defaults None so a scenario file can fill them."""
+    import dataclasses
+
+    from adacore.training import TrainConfig
+
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in _NOT_FLAGS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default {default})")
+            continue
+        kind = type(default) if default is not None else (
+            float if field.name == "imbalance_ratio" else str)
+        parser.add_argument(flag, type=kind, default=None,
+                            help=f"{_HELP.get(field.name, '')} (default {default})".strip())
+
+
+def _settings(args: argparse.Namespace, base: dict | None = None) -> dict:
+    import dataclasses
+
+    from adacore.training import TrainConfig
+
+    settings = dict(base or {})
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(args, field.name, None)
+        if value is not None and field.name not in _NOT_FLAGS:
+            settings[field.name] = value
+    return settings
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise InputError(f"--seeds: got {text!r}, expected integers separated by commas") \
+            from error
+
+
+def _run(args: argparse.Namespace) -> int:
+    from adacore.experiments.runner import make_config, run_one
+
+    settings = _settings(args)
+    settings.update(method=args.method, seed=args.seed)
+    record = run_one(make_config(settings), args.out, resume=args.resume, quiet=args.quiet)
+    print(f"{record['method']} seed {record['seed']}: test accuracy "
+          f"{record['test_accuracy_at_best_val']:.4f} at the best validation epoch "
+          f"({record['best_val_epoch']}), final {record['final_test_accuracy']:.4f}; "
+          f"selection {record['select_seconds']:.1f} s, training {record['train_seconds']:.1f} s, "
+          f"visited {record['fraction_visited']:.1%} -> {args.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from adacore.experiments.runner import COMPARE_KEYS, compare, read_scenario
+
+    scenario = read_scenario(args.config) if args.config else {}
+    base = {key: value for key, value in scenario.items() if key not in COMPARE_KEYS}
+    settings = _settings(args, base)
+    methods = (args.methods.split(",") if args.methods
+               else scenario.get("methods", ["adacore", "craig", "random", "full"]))
+    seeds = _int_list(args.seeds) if args.seeds else scenario.get("seeds", [0, 1, 2])
+    target = args.target if args.target is not None else scenario.get("target")
+    paths = compare(settings, [m.strip() for m in methods], seeds, args.out, target=target,
+                    resume=args.resume, quiet=args.quiet)
+    print(Path(paths["results_md"]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adacore.selection.budgets import BUDGET_MODES
     from adacore.selection.facility_location import OPTIMIZERS
@@ -86,6 +176,34 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--eps", type=float, default=1e-4)
     select.add_argument("--seed", type=int, default=0)
     select.set_defaults(handler=_select)
+
+    run = commands.add_parser(
+        "run", help="train one model on one method's coresets",
+        description="Train a model on coresets reselected every R epochs, logging every "
+                    "epoch to OUT/metrics.jsonl and checkpointing to OUT/checkpoint.pt.")
+    run.add_argument("--method", default="adacore", choices=available_strategies())
+    run.add_argument("--seed", type=int, default=0)
+    _config_flags(run)
+    run.add_argument("--out", required=True, help="output folder")
+    run.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    compare = commands.add_parser(
+        "compare", help="train every method with every seed and write a report",
+        description="Train each method with each seed on the same settings and write "
+                    "OUT/results.json, OUT/results.md and PNG plots. Flags override the "
+                    "--config scenario.")
+    compare.add_argument("--config", help="TOML scenario (see experiments/)")
+    compare.add_argument("--methods", help="comma-separated, e.g. adacore,craig,random,full")
+    compare.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
+    compare.add_argument("--target", type=float,
+                         help="validation accuracy (a fraction) for the speedup column")
+    _config_flags(compare)
+    compare.add_argument("--out", required=True, help="output folder")
+    compare.add_argument("--resume", action="store_true", help="continue unfinished runs")
+    compare.add_argument("--quiet", action="store_true", help="no progress bars")
+    compare.set_defaults(handler=_compare)
     return parser
 
 

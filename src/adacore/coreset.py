@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from adacore.atomic import atomic_write
 from adacore.validation import InputError
 
 
@@ -68,19 +68,9 @@ class Coreset:
         header = {"method": self.method, "round": self.round,
                   "budgets": {str(label): int(b) for label, b in self.budgets.items()},
                   "metadata": _jsonable(self.metadata)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, indices=self.indices, weights=self.weights, gains=self.gains,
-                         header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda stream: np.savez(
+            stream, indices=self.indices, weights=self.weights, gains=self.gains,
+            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Coreset":

@@ -19,13 +19,11 @@ half-written file and a failure leaves the old file as it was.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from adacore.atomic import atomic_write_bytes
 from adacore.validation import InputError, check_choice, check_fraction, fail
 
 __all__ = ["accuracy_figure", "gradient_error_figure", "markdown_table", "plot_curves",
@@ -440,32 +439,10 @@ def markdown_table(runs: Sequence[Mapping], *, target: float | None = None,
 # --------------------------------------------------------------------------- atomic files
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a fsynced temporary file and :func:`os.replace`."""
-    directory = path.parent
-    if not directory.is_dir():
+    """Atomic write into an existing folder (the report never creates folders silently)."""
+    if not path.parent.is_dir():
         raise _path_error("path", path, "a file in an existing folder")
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.",
-                                             suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    # Make the rename itself durable where the platform allows opening a folder.
-    if hasattr(os, "O_DIRECTORY"):
-        with contextlib.suppress(OSError):
-            folder = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+    atomic_write_bytes(path, data)
 
 
 def _json_default(value: Any) -> Any:

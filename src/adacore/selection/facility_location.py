@@ -54,12 +54,13 @@ class _Gains:
             parts.append(torch.sub(block, self.best).clamp_min_(0.0).sum(dim=1))
         return torch.cat(parts)
 
-    def add(self, j: int) -> torch.Tensor:
-        """Cover with ``j``; returns the points whose coverage grew."""
+    def add(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cover with ``j``; returns the points whose coverage grew, and their old cover."""
         row = self.similarity[j]
         changed = torch.nonzero(row > self.best).flatten()
-        torch.maximum(self.best, row, out=self.best)
-        return changed
+        before = self.best[changed]
+        self.best[changed] = row[changed]
+        return changed, before
 
 
 def _naive(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
@@ -92,10 +93,12 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
     rounding, so each step re-scores with the shared kernel every candidate within a
     relative 1e-5 of the top (usually one or two) and takes the kernel's best, lowest
     index among ties: the same picks and gains as :func:`_naive`.
+
+    (A Minoux-style priority queue of stale bounds, alone or mixed with these updates,
+    measured 1.3-2x slower here on 5,000 points in 10 and 640 dimensions.)
     """
     similarity = gains.similarity
     n = similarity.shape[0]
-    taken = torch.zeros(n, dtype=torch.bool, device=similarity.device)
     ones = torch.ones(gains.chunk, dtype=similarity.dtype, device=similarity.device)
     running = gains.of().double()
     # absolute slack for the float32 rounding of a full recomputation (about 1e-7 of
@@ -106,26 +109,26 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
         top = float(running.max())
         window = torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
         exact = gains.of(window)
-        running[window] = exact.double()
         position = int(torch.argmax(exact))
         j = int(window[position])
         order.append(j)
         values.append(float(exact[position]))
-        taken[j] = True
-        old = gains.best.clone()
-        changed = gains.add(j)
+        changed, before = gains.add(j)
         if changed.shape[0] * 3 > n:
             running = gains.of().double()
-        else:
-            for start in range(0, changed.shape[0], gains.chunk):
-                points = changed[start:start + gains.chunk]
-                block = similarity[points]            # rows = columns: s is symmetric
-                lost = torch.sub(block, old[points, None]).clamp_min_(0.0)
-                lost -= torch.sub(block, gains.best[points, None]).clamp_min_(0.0)
-                # column sums as a matrix-vector product (fast); its float32 rounding
-                # stays far inside the window's absolute slack
-                running -= (ones[:points.shape[0]] @ lost).double()
-        running.masked_fill_(taken, -math.inf)
+            running[torch.as_tensor(order, device=similarity.device)] = -math.inf
+            continue
+        running[j] = -math.inf                    # stays -inf: finite updates cannot lift it
+        for start in range(0, changed.shape[0], gains.chunk):
+            points = changed[start:start + gains.chunk]
+            low = before[start:start + gains.chunk, None]
+            # max(s - old, 0) - max(s - new, 0) = clamp(s, old, new) - old, and the
+            # subtraction is exact whenever new <= 2 old (Sterbenz)
+            lost = torch.clamp(similarity[points], min=low, max=gains.best[points, None])
+            lost -= low
+            # column sums (rows = columns: s is symmetric) as a matrix-vector product;
+            # its float32 rounding stays far inside the window's absolute slack
+            running -= (ones[:points.shape[0]] @ lost).double()
     return order, values
 
 

@@ -1,49 +1,20 @@
-"""Atomic files: checkpoints (loaded without running code) and JSON-lines logs."""
+"""Checkpoints (written atomically, loaded without running code) and JSON-lines logs."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from adacore.atomic import atomic_write, atomic_write_bytes
 from adacore.validation import InputError
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        handle = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call ``writer(stream)`` on a temporary file beside ``path``, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            writer(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """Write a checkpoint atomically: a crash leaves the previous one intact."""
-    atomic_write_bytes(path, lambda stream: torch.save(state, stream))
+    atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -81,4 +52,4 @@ def read_jsonl(path: Path) -> list[dict]:
 def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
     """Replace a JSON-lines log atomically."""
     text = "".join(json.dumps(row) + "\n" for row in rows).encode()
-    atomic_write_bytes(path, lambda stream: stream.write(text))
+    atomic_write_bytes(path, text)

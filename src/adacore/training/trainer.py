@@ -5,15 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
+from adacore.atomic import atomic_write_bytes
 from adacore.data import load_dataset
 from adacore.models import build_model
 from adacore.strategies import get_strategy
@@ -185,7 +184,7 @@ class Trainer:
                 progress.set_postfix(val=f"{row['val_accuracy']:.3f}",
                                      test=f"{row['test_accuracy']:.3f}")
         record = run_record(config, history)
-        (self.out / "run.json").write_text(json.dumps(record, indent=1))
+        atomic_write_bytes(self.out / "run.json", json.dumps(record, indent=1).encode())
         return record
 
     def _epoch(self, model, optimizer, scheduler, loader, splits, device, totals) -> dict:
@@ -200,7 +199,7 @@ class Trainer:
             losses = F.cross_entropy(model(xb), yb, reduction="none")
             loss = (wb * losses).sum() / wb.sum()
             if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"training: the loss became {float(loss)} at epoch "
+                raise NonFiniteLoss(f"training: the loss became {float(loss.detach())} at epoch "
                                     f"{loader.epoch_}; lower --lr. The last good checkpoint "
                                     f"is kept in {str(self.out)!r}")
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,199 @@
+"""The drop-in loader, the trainer's log and checkpoints, resume after SIGKILL, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adacore import get_strategy
+from adacore.data import load_dataset
+from adacore.experiments.runner import compare, read_scenario
+from adacore.models import MLP
+from adacore.training import CoresetLoader, NonFiniteLoss, TrainConfig, Trainer
+from adacore.validation import InputError
+
+DIGITS = dict(dataset="digits", model="mlp", fraction=0.1, epochs=6, select_every=2,
+              batch_size=32, lr=0.1)
+
+
+def small_data(n=120, d=5, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.arange(n) % classes
+
+
+def test_loader_batches_cover_the_coreset_and_reselect_on_schedule():
+    x, y = small_data()
+    strategy = get_strategy("craig", fraction=0.1)
+    loader = CoresetLoader(x, y, strategy, batch_size=5, select_every=3, warm_start_epochs=1)
+    model = MLP(in_features=5, hidden=(4,), num_classes=3)
+    rounds = []
+    for epoch in range(1, 9):
+        batches = list(loader.epoch(model))
+        seen_x = torch.cat([b[0] for b in batches])
+        weights = torch.cat([b[2] for b in batches])
+        if epoch == 1:   # warm start: every example once, weight 1
+            assert seen_x.shape[0] == 120 and torch.all(weights == 1)
+        else:
+            assert seen_x.shape[0] == 12 and len(loader.coreset_) == 12
+            assert weights.mean().item() == pytest.approx(1.0)
+            picked = x[torch.from_numpy(loader.coreset_.indices)]
+            # exactly the coreset's rows, each once
+            assert sorted(map(tuple, seen_x.tolist())) == sorted(map(tuple, picked.tolist()))
+        rounds.append(strategy.round_)
+    # selections at epochs 2, 5, 8 (every 3 after the warm start)
+    assert rounds == [0, 1, 1, 1, 2, 2, 2, 3]
+    assert loader.fraction_visited == 1.0  # the warm-start epoch saw everything
+
+
+def test_loader_state_round_trip_continues_identically():
+    x, y = small_data()
+    model = MLP(in_features=5, hidden=(4,), num_classes=3)
+    a = CoresetLoader(x, y, get_strategy("random", fraction=0.2, seed=1), batch_size=7, seed=3)
+    for _ in range(2):
+        list(a.epoch(model))
+    b = CoresetLoader(x, y, get_strategy("random", fraction=0.2, seed=1), batch_size=7, seed=3)
+    b.load_state_dict(a.state_dict())
+    for _ in range(3):
+        for (xa, ya, wa), (xb, yb, wb) in zip(a.epoch(model), b.epoch(model)):
+            assert torch.equal(xa, xb) and torch.equal(wa, wb)
+
+
+def test_trainer_logs_every_epoch_and_picks_by_validation(tmp_path):
+    config = TrainConfig(method="adacore", **DIGITS)
+    record = Trainer(config, tmp_path, quiet=True).run()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == list(range(1, 7))
+    for key in ("train_loss", "val_accuracy", "test_accuracy", "select_seconds",
+                "train_seconds", "eval_seconds", "fraction_visited", "gradient_error",
+                "examples_processed", "wall_seconds"):
+        assert key in rows[0]
+    # selection epochs carry a gradient error, the others none
+    assert [row["gradient_error"] is not None for row in rows] == [True, False] * 3
+    assert rows[-1]["examples_processed"] == 6 * rows[0]["coreset_size"]
+    best = max(rows, key=lambda r: (r["val_accuracy"], -r["epoch"]))
+    assert record["best_val_epoch"] == best["epoch"]
+    assert record["test_accuracy_at_best_val"] == best["test_accuracy"]
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "run.json").exists()
+    with pytest.raises(InputError, match="already holds a run"):
+        Trainer(config, tmp_path, quiet=True).run()
+
+
+def test_resume_rejects_other_settings(tmp_path):
+    Trainer(TrainConfig(method="random", **{**DIGITS, "epochs": 2}), tmp_path, quiet=True).run()
+    with pytest.raises(InputError, match="other settings"):
+        Trainer(TrainConfig(method="craig", **{**DIGITS, "epochs": 2}), tmp_path,
+                quiet=True).run(resume=True)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    import types
+
+    from adacore.training import trainer as trainer_module
+    from adacore.training.checkpoint import load_checkpoint
+
+    real = torch.nn.functional
+    calls = {"training": 0}
+
+    def poisoned_cross_entropy(logits, labels, reduction="mean"):
+        losses = real.cross_entropy(logits, labels, reduction=reduction)
+        if reduction == "none":
+            calls["training"] += 1
+            if calls["training"] > 12:   # past epoch 2: 5 batches of 30 an epoch here
+                return losses * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer_module, "F", types.SimpleNamespace(
+        cross_entropy=poisoned_cross_entropy))
+    config = TrainConfig(method="random", **{**DIGITS, "select_every": 1, "batch_size": 30})
+    with pytest.raises(NonFiniteLoss, match="epoch 3.*lower --lr"):
+        Trainer(config, tmp_path, quiet=True).run()
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["loader"]["epoch"] == 2
+    assert len(metric_rows(tmp_path)) == 2
+
+
+def cli(*args, cwd=None, **kwargs):
+    return subprocess.run([sys.executable, "-m", "adacore.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300, **kwargs)
+
+
+RUN_FLAGS = ["run", "--dataset", "digits", "--method", "adacore", "--fraction", "0.1",
+             "--epochs", "14", "--select-every", "3", "--batch-size", "16", "--quiet"]
+
+
+def metric_rows(folder):
+    path = Path(folder) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def comparable(rows):
+    keys = ("epoch", "train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss",
+            "fraction_visited", "gradient_error", "examples_processed", "coreset_size")
+    return [{key: row[key] for key in keys} for row in rows]
+
+
+def test_sigkill_then_resume_ends_like_an_unbroken_run(tmp_path):
+    unbroken = tmp_path / "unbroken"
+    assert cli(*RUN_FLAGS, "--out", str(unbroken)).returncode == 0
+    broken = tmp_path / "broken"
+    for kills in range(2):
+        process = subprocess.Popen([sys.executable, "-m", "adacore.cli", *RUN_FLAGS, "--out",
+                                    str(broken), *(["--resume"] if kills else [])],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while len(metric_rows(broken)) < 4 + 4 * kills and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert len(metric_rows(broken)) < 14   # it really was interrupted
+    result = cli(*RUN_FLAGS, "--out", str(broken), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert comparable(metric_rows(broken)) == comparable(metric_rows(unbroken))
+
+
+def test_cli_run_bad_input_is_one_line_exit_2(tmp_path):
+    for flags, message in [(["--fraction", "0"], "fraction"),
+                           (["--dataset", "imagenet"], "name"),
+                           (["--model", "vgg"], "name"),
+                           (["--schedule", "linear"], "schedule"),
+                           (["--space", "weights"], "space")]:
+        result = cli("run", "--dataset", "digits", "--epochs", "1", "--quiet",
+                     "--out", str(tmp_path / "x"), *flags)
+        assert result.returncode == 2, (flags, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (flags, result.stderr)
+
+
+def test_compare_writes_the_report_and_resumes(tmp_path):
+    settings = {**DIGITS, "epochs": 3}
+    paths = compare(settings, ["craig", "random"], [0], tmp_path, target=0.3, quiet=True)
+    results = json.loads(Path(paths["results_json"]).read_text())
+    assert {run["method"] for run in results["runs"]} == {"craig", "random"}
+    assert "| craig |" in Path(paths["results_md"]).read_text()
+    for name in ("accuracy_vs_epoch.png", "accuracy_vs_examples.png", "accuracy_vs_seconds.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a resumed compare reads finished runs back instead of training again
+    stamp = (tmp_path / "craig" / "seed_0" / "run.json").stat().st_mtime_ns
+    compare(settings, ["craig", "random"], [0], tmp_path, resume=True, quiet=True)
+    assert (tmp_path / "craig" / "seed_0" / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_scenario_files(tmp_path):
+    for path in (Path(__file__).parent.parent / "experiments").glob("*.toml"):
+        scenario = read_scenario(path)
+        assert scenario["methods"] and scenario["dataset"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("fraction = 0.1\nlearning_rate = 3\n")
+    with pytest.raises(InputError, match="learning_rate"):
+        read_scenario(bad)
+    bad.write_text("fraction = [")
+    with pytest.raises(InputError, match="not valid TOML"):
+        read_scenario(bad)
