@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench clean
+.PHONY: test demo select-demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 demo: $(STAMP)
-	$(PY) examples/select_demo.py runs/demo
+	# MNIST at 1%: AdaCore, CRAIG, Random, Full, 3 seeds (finished runs are reused)
+	$(PY) -m adacore.cli compare --config experiments/mnist_1pct.toml --out runs/mnist_1pct --resume --quiet
+
+select-demo: $(STAMP)
+	$(PY) examples/select_demo.py runs/select_demo
 
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[dev,bench]'

@@ -197,3 +197,28 @@ def test_scenario_files(tmp_path):
     bad.write_text("fraction = [")
     with pytest.raises(InputError, match="not valid TOML"):
         read_scenario(bad)
+
+
+def test_resnet_with_crop_flip_trains_deterministically(tmp_path):
+    from adacore.data import Dataset, Splits
+
+    g = torch.Generator().manual_seed(0)
+
+    def part(n, name):
+        return Dataset(torch.rand(n, 3, 12, 12, generator=g), torch.arange(n) % 4, 4, name)
+
+    splits = Splits(part(160, "train"), part(40, "val"), part(40, "test"))
+    settings = dict(dataset="synthetic", model="resnet20", method="adacore", fraction=0.1,
+                    epochs=3, select_every=2, batch_size=8)
+    runs = [Trainer(TrainConfig(**settings, augment=augment), tmp_path / name, quiet=True,
+                    splits=splits).run()
+            for name, augment in [("a", "crop_flip"), ("b", "crop_flip"), ("c", "none")]]
+    assert [len(run["history"]) for run in runs] == [3, 3, 3]
+    assert comparable(runs[0]["history"]) == comparable(runs[1]["history"])
+    # the augmentation really changes what the model sees
+    assert runs[0]["history"][0]["train_loss"] != runs[2]["history"][0]["train_loss"]
+
+
+def test_unknown_augmentation_is_rejected():
+    with pytest.raises(InputError, match="augment"):
+        TrainConfig(augment="mixup").validate()

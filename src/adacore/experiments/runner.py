@@ -81,7 +81,11 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
             folder = out / method / f"seed_{seed}"
             finished = folder / "run.json"
             if resume and finished.exists():
-                runs.append(json.loads(finished.read_text()))
+                record = json.loads(finished.read_text())
+                if record.get("config") != dataclasses.asdict(config):
+                    raise InputError(f"--resume: the finished run in {str(folder)!r} used other "
+                                     f"settings; use another --out or the same settings")
+                runs.append(record)
                 continue
             if splits is None:
                 splits = load_dataset(config.dataset, root=config.data_root,

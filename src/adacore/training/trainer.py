@@ -13,14 +13,17 @@ import torch
 from torch.nn import functional as F
 
 from adacore.atomic import atomic_write_bytes
-from adacore.data import load_dataset
+from adacore.data import load_dataset, random_crop_flip
 from adacore.models import build_model
 from adacore.strategies import get_strategy
 from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
                                          rewrite_jsonl, save_checkpoint)
 from adacore.training.loader import CoresetLoader
 from adacore.training.schedules import build_optimizer, build_scheduler
-from adacore.validation import InputError, check_fraction, check_int
+from adacore.validation import InputError, check_choice, check_fraction, check_int
+
+# batch augmentations: CIFAR's random crop (4-pixel padding) and horizontal flip
+AUGMENTATIONS = ("none", "crop_flip")
 
 
 @dataclass
@@ -50,6 +53,7 @@ class TrainConfig:
     imbalance_ratio: float | None = None
     device: str = "auto"
     eval_batch_size: int = 4096
+    augment: str = "none"
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -59,6 +63,7 @@ class TrainConfig:
         check_int("warm_start_epochs", self.warm_start_epochs, 0)
         check_int("seed", self.seed, 0)
         check_int("batch_size", self.batch_size, 1)
+        check_choice("augment", self.augment, AUGMENTATIONS)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr: got {self.lr!r}, expected a finite number > 0")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -134,6 +139,7 @@ class Trainer:
                                     nesterov=config.nesterov, weight_decay=config.weight_decay)
         scheduler = build_scheduler(optimizer, schedule=config.schedule, epochs=config.epochs,
                                     warmup_epochs=config.warmup_epochs)
+        self.augment_generator = torch.Generator().manual_seed(config.seed + 1)
         loader = CoresetLoader(splits.train.x, splits.train.y, config.strategy(),
                                batch_size=config.batch_size, select_every=config.select_every,
                                warm_start_epochs=config.warm_start_epochs, space=config.space,
@@ -158,6 +164,7 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             loader.load_state_dict(state["loader"])
             torch.set_rng_state(state["torch_rng"])
+            self.augment_generator.set_state(state["augment_rng"])
             totals = dict(state["totals"])
             history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= loader.epoch_]
             rewrite_jsonl(metrics_path, history)
@@ -179,6 +186,7 @@ class Trainer:
                              "optimizer": optimizer.state_dict(),
                              "scheduler": scheduler.state_dict(),
                              "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
+                             "augment_rng": self.augment_generator.get_state(),
                              "totals": totals}, checkpoint_path)
             if hasattr(progress, "set_postfix"):
                 progress.set_postfix(val=f"{row['val_accuracy']:.3f}",
@@ -196,6 +204,8 @@ class Trainer:
         for step, (xb, yb, wb) in enumerate(batches):
             if step == 0 and loader.last_selection_ is not None:
                 select_seconds = loader.last_selection_["select_seconds"]
+            if self.config.augment == "crop_flip":
+                xb = random_crop_flip(xb, padding=4, generator=self.augment_generator)
             losses = F.cross_entropy(model(xb), yb, reduction="none")
             loss = (wb * losses).sum() / wb.sum()
             if not torch.isfinite(loss):
@@ -238,6 +248,7 @@ def run_record(config: TrainConfig, history: list[dict]) -> dict:
     best = max(history, key=lambda row: (row["val_accuracy"], -row["epoch"]))
     last = history[-1]
     return {"method": config.method, "seed": config.seed, "fraction": config.fraction,
+            "config": dataclasses.asdict(config),
             "dataset": config.dataset, "model": config.model,
             "final_test_accuracy": last["test_accuracy"], "final_test_loss": last["test_loss"],
             "best_val_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"],
