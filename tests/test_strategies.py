@@ -126,3 +126,35 @@ def test_metadata_reports_errors_and_health(tmp_path):
     np.testing.assert_array_equal(loaded.weights, coreset.weights)
     assert loaded.budgets == coreset.budgets and loaded.method == "adacore"
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("n, fraction", [(100, 0.1), (103, 0.1), (50, 0.34), (7, 1.0)])
+def test_rs2_visits_every_example_once_per_pass(n, fraction):
+    from adacore import RS2
+    labels = np.arange(n) % 3
+    strategy = RS2(fraction, seed=2)
+    k = round(fraction * n)
+    stream = []
+    for _ in range(3 * n // k + 2):
+        coreset = strategy.select(None, labels)
+        assert len(coreset) == k and np.unique(coreset.indices).shape[0] == k
+        stream.extend(coreset.indices.tolist())
+    for p in range(len(stream) // n):
+        assert sorted(stream[p * n:(p + 1) * n]) == list(range(n))
+    # resume mid-pass draws what the unbroken strategy draws
+    resumed = RS2(fraction, seed=2)
+    resumed.load_state_dict(strategy.state_dict())
+    for _ in range(n // k + 1):
+        np.testing.assert_array_equal(strategy.select(None, labels).indices,
+                                      resumed.select(None, labels).indices)
+
+
+def test_rs2_reselects_every_epoch_in_the_loader():
+    from adacore.models import MLP
+    from adacore.training import CoresetLoader
+    x, y = torch.randn(60, 4), torch.arange(60) % 2
+    loader = CoresetLoader(x, y, get_strategy("rs2", fraction=0.1), select_every=5)
+    model = MLP(in_features=4, hidden=(3,), num_classes=2)
+    for _ in range(10):
+        list(loader.epoch(model))
+    assert loader.strategy.round_ == 10 and loader.fraction_visited == 1.0

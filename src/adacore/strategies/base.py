@@ -48,11 +48,14 @@ class Strategy:
     ``state_dict`` / ``load_state_dict`` round-trip, so a run can resume.
 
     ``requires`` names the inputs a caller must provide besides labels: ``"grads"``
-    (per-example vectors), ``"hessian_diag"``, ``"val_grads"``.
+    (per-example vectors), ``"hessian_diag"``, ``"val_grads"``. ``reselect_every``, when
+    set, is the method's own reselection period in epochs.
     """
 
     name: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ("grads",)
+    # a method with a schedule of its own (RS2: every epoch) overrides the caller's R
+    reselect_every: ClassVar[int | None] = None
 
     def __init__(self, fraction: float, *, budget: str = "proportional", seed: int = 0):
         self.fraction = check_fraction("fraction", fraction)

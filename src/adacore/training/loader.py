@@ -36,7 +36,8 @@ class CoresetLoader:
         Any registered strategy.
     batch_size : int
     select_every : int
-        R: reselect at the start of every R-th epoch (the first epoch always selects).
+        R: reselect at the start of every R-th epoch (the first epoch always selects);
+        a strategy with a schedule of its own (RS2) overrides it.
     warm_start_epochs : int
         Full-data epochs before the first selection.
     space : {"logits", "last_layer"}
@@ -57,6 +58,8 @@ class CoresetLoader:
         self.strategy = strategy
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.select_every = check_int("select_every", select_every, 1)
+        if strategy.reselect_every is not None:
+            self.select_every = strategy.reselect_every
         self.warm_start_epochs = check_int("warm_start_epochs", warm_start_epochs, 0)
         self.space = check_choice("space", space, ("logits", "last_layer"))
         self.probe_batch_size = check_int("probe_batch_size", probe_batch_size, 1)
