@@ -21,7 +21,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	# MNIST at 1%: AdaCore, CRAIG, Random, Full, 3 seeds (finished runs are reused)
-	$(PY) -m adacore.cli compare --config experiments/mnist_1pct.toml --out runs/mnist_1pct --resume --quiet
+	$(PY) -m adacore.cli compare --config experiments/mnist_1pct.toml --out runs/mnist_1pct --resume
 
 select-demo: $(STAMP)
 	$(PY) examples/select_demo.py runs/select_demo

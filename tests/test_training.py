@@ -222,3 +222,15 @@ def test_resnet_with_crop_flip_trains_deterministically(tmp_path):
 def test_unknown_augmentation_is_rejected():
     with pytest.raises(InputError, match="augment"):
         TrainConfig(augment="mixup").validate()
+
+
+def test_glister_in_the_loader_needs_and_uses_the_validation_set():
+    x, y = small_data()
+    vx, vy = small_data(30, seed=1)
+    with pytest.raises(InputError, match="val_x"):
+        CoresetLoader(x, y, get_strategy("glister", fraction=0.1))
+    loader = CoresetLoader(x, y, get_strategy("glister", fraction=0.1), val_x=vx, val_y=vy)
+    model = MLP(in_features=5, hidden=(4,), num_classes=3)
+    batches = list(loader.epoch(model))
+    assert sum(b[0].shape[0] for b in batches) == 12
+    assert torch.all(torch.cat([b[2] for b in batches]) == 1)   # GLISTER: unit weights

@@ -92,10 +92,9 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                                       imbalance_ratio=config.imbalance_ratio, seed=seed)
             record = run_one(config, folder, resume=resume, quiet=quiet, splits=splits)
             runs.append(record)
-            if not quiet:
-                print(f"{method:>9} seed {seed}: test {record['test_accuracy_at_best_val']:.4f} "
-                      f"at best val (epoch {record['best_val_epoch']}), "
-                      f"selection {record['select_seconds']:.1f} s, training "
-                      f"{record['train_seconds']:.1f} s, visited "
-                      f"{record['fraction_visited']:.0%}", file=sys.stderr)
+            # one line a run, with or without progress bars
+            print(f"{method:>9} seed {seed}: test {record['test_accuracy_at_best_val']:.4f} "
+                  f"at best val (epoch {record['best_val_epoch']}), selection "
+                  f"{record['select_seconds']:.1f} s, training {record['train_seconds']:.1f} s, "
+                  f"visited {record['fraction_visited']:.0%}", file=sys.stderr)
     return write_report(runs, out, target=target)

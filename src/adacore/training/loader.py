@@ -46,12 +46,15 @@ class CoresetLoader:
         Seed of the batch order.
     device : optional
         Where batches go (default: the model's device).
+    val_x, val_y : Tensor, optional
+        A validation set, for strategies that select against it (GLISTER).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
                  batch_size: int = 128, select_every: int = 1, warm_start_epochs: int = 0,
                  space: str = "logits", probe_batch_size: int = 2048, seed: int = 0,
-                 device=None):
+                 device=None, val_x: torch.Tensor | None = None,
+                 val_y: torch.Tensor | None = None):
         if len(x) != len(y):
             raise InputError(f"y: got {len(y)} labels, expected {len(x)} (one per example)")
         self.x, self.y = x, torch.as_tensor(y).long()
@@ -64,6 +67,11 @@ class CoresetLoader:
         self.space = check_choice("space", space, ("logits", "last_layer"))
         self.probe_batch_size = check_int("probe_batch_size", probe_batch_size, 1)
         self.device = device
+        if "val_grads" in strategy.requires and (val_x is None or val_y is None):
+            raise InputError(f"val_x: method {strategy.name!r} selects against validation "
+                             f"gradients; pass val_x and val_y")
+        self.val_x = val_x
+        self.val_y = None if val_y is None else torch.as_tensor(val_y).long()
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
         self.epoch_ = 0
         self.coreset_: Coreset | None = None
@@ -91,6 +99,11 @@ class CoresetLoader:
             grads = result.grads
             if wants_diag:
                 inputs["hessian_diag"] = result.hessian_diag
+        if "val_grads" in self.strategy.requires:
+            # the validation side of GLISTER's Taylor step: gradients and curvature
+            val = probe(model, self.val_x, self.val_y, space=self.space,
+                        hessian="closed_form", batch_size=self.probe_batch_size)
+            inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
         coreset = self.strategy.select(grads, self.y.numpy(), **inputs)
         self.coreset_ = coreset
         self.last_selection_ = {"select_seconds": time.perf_counter() - start,

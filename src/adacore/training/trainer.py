@@ -83,6 +83,8 @@ class TrainConfig:
         if self.method == "adacore":
             options.setdefault("beta2", self.beta2)
             options.setdefault("eps", self.eps)
+        if self.method == "glister":
+            options.setdefault("eta", self.lr)   # the Taylor step is the training step
         return get_strategy(self.method, **options)
 
 
@@ -143,7 +145,8 @@ class Trainer:
         loader = CoresetLoader(splits.train.x, splits.train.y, config.strategy(),
                                batch_size=config.batch_size, select_every=config.select_every,
                                warm_start_epochs=config.warm_start_epochs, space=config.space,
-                               seed=config.seed, device=device)
+                               seed=config.seed, device=device, val_x=splits.val.x,
+                               val_y=splits.val.y)
         return device, splits, model, optimizer, scheduler, loader
 
     def run(self, *, resume: bool = False) -> dict:
