@@ -28,7 +28,8 @@ select-demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PIP) install --quiet -e '.[dev,bench]'
-	$(PY) benchmarks/bench_facility_location.py
+	$(PY) -m adacore.cli bench facility
+	$(PY) -m adacore.cli bench round
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

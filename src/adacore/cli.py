@@ -59,6 +59,9 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+# `adacore compare` without --methods or a scenario: every method, the flagship first
+DEFAULT_METHODS = ["adacore", "craig", "gradmatch", "glister", "random", "rs2", "full"]
+
 # TrainConfig fields the command line sets through other flags (or not at all)
 _NOT_FLAGS = {"strategy_options", "method", "seed"}
 _HELP = {
@@ -139,13 +142,24 @@ def _compare(args: argparse.Namespace) -> int:
     base = {key: value for key, value in scenario.items() if key not in COMPARE_KEYS}
     settings = _settings(args, base)
     methods = (args.methods.split(",") if args.methods
-               else scenario.get("methods", ["adacore", "craig", "random", "full"]))
+               else scenario.get("methods", DEFAULT_METHODS))
     seeds = _int_list(args.seeds) if args.seeds else scenario.get("seeds", [0, 1, 2])
     target = args.target if args.target is not None else scenario.get("target")
     paths = compare(settings, [m.strip() for m in methods], seeds, args.out, target=target,
                     resume=args.resume, quiet=args.quiet)
     print(Path(paths["results_md"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    from adacore.bench import BENCHMARKS
+
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    for name in names:
+        importlib.import_module(BENCHMARKS[name]).main(args.options)
     return 0
 
 
@@ -195,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/results.json, OUT/results.md and PNG plots. Flags override the "
                     "--config scenario.")
     compare.add_argument("--config", help="TOML scenario (see experiments/)")
-    compare.add_argument("--methods", help="comma-separated, e.g. adacore,craig,random,full")
+    compare.add_argument("--methods", help="comma-separated (default: " + ",".join(DEFAULT_METHODS) + ")")
     compare.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
     compare.add_argument("--target", type=float,
                          help="validation accuracy (a fraction) for the speedup column")
@@ -204,6 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resume", action="store_true", help="continue unfinished runs")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_compare)
+
+    bench = commands.add_parser(
+        "bench", help="run the benchmarks (ratios against peers, side by side)",
+        description="facility: facility location against apricot and submodlib (install "
+                    "the 'bench' extra); round: one selection round against one full-data "
+                    "epoch on MNIST. Options after the name go to the benchmark.")
+    bench.add_argument("name", choices=["facility", "round", "all"])
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's own options, e.g. --repeats 5")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

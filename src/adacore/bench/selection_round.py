@@ -1,0 +1,80 @@
+"""One selection round (probe + selection) against one full-data training epoch, MNIST/MLP.
+
+The DESIGN's budget: a round should cost at most one full epoch. Both are timed in one
+process, interleaved and repeated; the table reports median seconds and the ratio
+round / epoch. The model is trained for one epoch first, so the gradients are those of
+a model part-way through training.
+
+    adacore bench round [--repeats 3] [--fraction 0.01]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from adacore import get_strategy
+from adacore.data import load_dataset
+from adacore.models import build_model
+from adacore.probe import probe
+
+
+def full_epoch(model, optimizer, x, y, generator, batch_size=128):
+    order = torch.randperm(len(x), generator=generator)
+    model.train()
+    for start in range(0, len(x), batch_size):
+        rows = order[start:start + batch_size]
+        loss = F.cross_entropy(model(x[rows]), y[rows])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def selection_round(model, x, y, method, space, fraction):
+    strategy = get_strategy(method, fraction=fraction)
+    wants_diag = "hessian_diag" in strategy.requires
+    result = probe(model, x, y, space=space, hessian="closed_form" if wants_diag else None,
+                   batch_size=4096)
+    extra = {"hessian_diag": result.hessian_diag} if wants_diag else {}
+    return strategy.select(result.grads, y.numpy(), **extra)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fraction", type=float, default=0.01)
+    args = parser.parse_args(argv)
+    splits = load_dataset("mnist")
+    x, y = splits.train.x, splits.train.y
+    model = build_model("mlp", num_classes=10, input_shape=(784,), seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    generator = torch.Generator().manual_seed(0)
+    full_epoch(model, optimizer, x, y, generator)          # warm-up and a trained model
+    cases = {"full epoch (SGD, batch 128)": lambda: full_epoch(model, optimizer, x, y,
+                                                               generator)}
+    for method in ("adacore", "craig"):
+        for space in ("logits", "last_layer"):
+            cases[f"{method} round, {space}"] = (
+                lambda m=method, s=space: selection_round(model, x, y, m, s, args.fraction))
+    times = {name: [] for name in cases}
+    for _ in range(args.repeats):
+        for name, case in cases.items():
+            start = time.perf_counter()
+            case()
+            times[name].append(time.perf_counter() - start)
+    epoch = statistics.median(times["full epoch (SGD, batch 128)"])
+    print(f"\nMNIST 50,000 x 784, MLP 784-100-10, fraction {args.fraction}; median of "
+          f"{args.repeats}; torch threads {torch.get_num_threads()}\n")
+    print("| work | seconds | / full epoch |")
+    print("|---|---|---|")
+    for name in cases:
+        seconds = statistics.median(times[name])
+        print(f"| {name} | {seconds:.2f} | {seconds / epoch:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
