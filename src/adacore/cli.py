@@ -70,7 +70,7 @@ _HELP = {
     "epochs": "training epochs (passes over the current coreset)",
     "select_every": "R: reselect every R epochs",
     "warm_start_epochs": "full-data epochs before the first selection",
-    "space": "gradient space of the probe: logits or last_layer",
+    "space": "gradient space of the probe: auto (each method's own), logits or last_layer",
     "budget": "per-class budgets: proportional or equal",
     "schedule": "learning-rate schedule: constant, multistep or cosine",
     "data_root": "folder of the data files (CIFAR-10, MNIST IDX)",

@@ -53,7 +53,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import adacore.strategies as strategies
 from adacore.atomic import atomic_write_bytes
@@ -307,8 +309,8 @@ def as_estimator(coreset: Coreset, n: int) -> tuple[Coreset, str]:
                          round=coreset.round, metadata=coreset.metadata)
         return scaled, (f"{meaning}, rescaled to n / k = {n / k:g} each so they sum to "
                         f"n = {n}")
-    return coreset, (f"w_j as returned: {meaning} (sum {coreset.weights.sum():g}, "
-                     f"n = {n})")
+    return coreset, (f"weights w_j as returned: {meaning} (sum "
+                     f"{coreset.weights.sum():g}, n = {n})")
 
 
 # --------------------------------------------------------------------------- one round
@@ -562,18 +564,19 @@ def _per_dimension_figure(report: Mapping) -> Figure:
         axes.plot(ranks, errors, marker=marker, markersize=3, linewidth=1.2, label=name)
     axes.set_yscale("log")
     axes.set_xlim(0.5, p + 0.5)
-    axes.set_xlabel(r"dimension, ranked by gradient scale $\mathrm{mean}_i |g_{ic}|$ "
-                    "(ascending); shaded: lowest and highest quarter")
+    axes.set_xlabel(r"dimension rank by gradient scale $\mathrm{mean}_i |g_{ic}|$ (ascending)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel("relative error of the coreset's gradient (unitless, log)\n"
                     rf"$|\sum_i g_{{ic}} - \sum_j w_j g_{{jc}}| / |\sum_i g_{{ic}}|$; "
                     f"0 drawn at {ERROR_FLOOR:g}")
     axes.set_title(f"Per-dimension gradient error, one selection round\n"
                    f"n = {report['n']}, p = {p}, k = {report['k']} "
-                   f"({100 * report['fraction']:g}%); gaps: undefined (zero sum)",
+                   f"({100 * report['fraction']:g}%)\nshaded: the quarters of lowest and "
+                   f"highest scale; gaps: undefined (zero sum)",
                    fontsize=10)
     axes.grid(True, alpha=0.3, which="both")
     if axes.lines:
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=8, loc="best")
     return figure
 
 
@@ -587,8 +590,14 @@ def _curvature_figure(report: Mapping) -> Figure:
         f"{name}\n{record['curvature']['bins_covered']}/"
         f"{record['curvature']['bins_available']} deciles\n"
         f"cov. {record['curvature']['weighted_coverage']:.2f}" for name, record in ran]
-    axes.boxplot(data, patch_artist=True, whis=(10, 90), showfliers=True,
-                 flierprops={"markersize": 2, "alpha": 0.4})
+    boxes = axes.boxplot(data, patch_artist=True, whis=(10, 90), showfliers=True,
+                         flierprops={"markersize": 2, "alpha": 0.4},
+                         medianprops={"color": "black"})
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    for position, box in enumerate(boxes["boxes"]):
+        # the full set in gray, the methods in the colours of the per-dimension figure
+        box.set_facecolor("lightgray" if position == 0 else colors[(position - 1) % len(colors)])
+        box.set_alpha(0.8)
     axes.set_xticks(np.arange(1, len(data) + 1), labels, fontsize=8)
     if np.all(full > 0):
         axes.set_yscale("log")
@@ -655,7 +664,7 @@ def diagnosis_markdown(report: Mapping) -> str:
             _cell(record["gradient_error"]), _cell(record["preconditioned_error"]),
             f"{curvature['bins_covered']}/{curvature['bins_available']}",
             _cell(curvature["weighted_coverage"], 2)]) + " |")
-        notes.append(f"- {name}: weights {record['weighting']}"
+        notes.append(f"- {name}: {record['weighting']}"
                      + (f"; {record['note']}" if record.get("note") else ""))
     lines += ["", "Errors are relative (unitless); n/a: undefined.", ""]
     lines += [f"- {note}" for note in report.get("notes", [])]

@@ -56,6 +56,8 @@ class Strategy:
     requires: ClassVar[tuple[str, ...]] = ("grads",)
     # a method with a schedule of its own (RS2: every epoch) overrides the caller's R
     reselect_every: ClassVar[int | None] = None
+    # the gradient space the method's authors used, for probes asked for space "auto"
+    preferred_space: ClassVar[str] = "logits"
 
     def __init__(self, fraction: float, *, budget: str = "proportional", seed: int = 0):
         self.fraction = check_fraction("fraction", fraction)

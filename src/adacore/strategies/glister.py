@@ -164,6 +164,8 @@ class Glister(Strategy):
     """
 
     requires = ("grads", "val_grads")
+    # the authors run it on the last linear layer\'s gradients (weights and bias)
+    preferred_space = "last_layer"
 
     def __init__(self, fraction: float, *, eta: float = 0.01, lam: float = 0.0,
                  greedy: str = "naive", epsilon: float = 0.01, budget: str = "proportional",

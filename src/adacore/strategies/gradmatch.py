@@ -71,6 +71,9 @@ class GradMatch(Strategy):
         Where the inner products are computed (default: where the vectors are).
     """
 
+    # the authors run it on the last linear layer's gradients (weights and bias)
+    preferred_space = "last_layer"
+
     def __init__(self, fraction: float, *, lam: float = 0.5, tol: float = 1e-4,
                  budget: str = "proportional", seed: int = 0, fill: bool = False,
                  device=None):

@@ -40,8 +40,10 @@ class CoresetLoader:
         a strategy with a schedule of its own (RS2) overrides it.
     warm_start_epochs : int
         Full-data epochs before the first selection.
-    space : {"logits", "last_layer"}
-        Gradient space of the probe.
+    space : {"auto", "logits", "last_layer"}
+        Gradient space of the probe; "auto" takes the strategy's ``preferred_space``
+        (logits for AdaCore and CRAIG, the last layer for GradMatch and GLISTER, as
+        their authors ran them).
     seed : int
         Seed of the batch order.
     device : optional
@@ -52,7 +54,7 @@ class CoresetLoader:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
                  batch_size: int = 128, select_every: int = 1, warm_start_epochs: int = 0,
-                 space: str = "logits", probe_batch_size: int = 2048, seed: int = 0,
+                 space: str = "auto", probe_batch_size: int = 2048, seed: int = 0,
                  device=None, val_x: torch.Tensor | None = None,
                  val_y: torch.Tensor | None = None):
         if len(x) != len(y):
@@ -64,7 +66,9 @@ class CoresetLoader:
         if strategy.reselect_every is not None:
             self.select_every = strategy.reselect_every
         self.warm_start_epochs = check_int("warm_start_epochs", warm_start_epochs, 0)
-        self.space = check_choice("space", space, ("logits", "last_layer"))
+        self.space = check_choice("space", space, ("auto", "logits", "last_layer"))
+        if self.space == "auto":
+            self.space = strategy.preferred_space
         self.probe_batch_size = check_int("probe_batch_size", probe_batch_size, 1)
         self.device = device
         if "val_grads" in strategy.requires and (val_x is None or val_y is None):

@@ -45,7 +45,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     schedule: str = "cosine"
     warmup_epochs: int = 0
-    space: str = "logits"
+    space: str = "auto"
     budget: str = "proportional"
     beta2: float = 0.999
     eps: float = 1e-4
@@ -266,4 +266,6 @@ def _progress(iterable, *, total, initial, quiet, desc):
     if quiet:
         return iterable
     from tqdm.auto import tqdm
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch", leave=False)
+    # disable=None: no bar when the output is not a terminal (logs, CI)
+    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch", leave=False,
+                disable=None)
