@@ -1,4 +1,4 @@
-"""One-round diagnosis: each measure against numbers computed by hand, the report, figures, files."""
+"""One-round diagnosis: each measure against hand-computed numbers; report, figures, files."""
 
 import json
 import math
@@ -122,6 +122,8 @@ def test_curvature_spread_with_one_curvature_has_one_bin():
     spread = curvature_spread(np.ones((6, 3)), hand_coreset([4], [6.0]))
     assert spread["bins_available"] == 1
     assert spread["bins_covered"] == 1
+    # bins are [edge_b, edge_b+1): a value equal to every edge lies in the top bin
+    assert spread["weighted_bin_share"] == pytest.approx([0.0] * 9 + [1.0])
     assert spread["weighted_coverage"] == pytest.approx(1.0)
 
 

@@ -1,4 +1,4 @@
-"""One selection round under the microscope: how well each method's coreset does what the poster claims.
+"""One selection round under the microscope: does each coreset do what the poster claims?
 
 The AdaCore poster makes three claims about first-order coresets (CRAIG and kin) and
 their Hessian-preconditioned version, all about a single selection round:
@@ -244,7 +244,8 @@ def curvature_scale(hessian_diag) -> np.ndarray:
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
-    return {f"q{round(100 * q)}": float(v) for q, v in zip(QUANTILES, np.quantile(values, QUANTILES))}
+    values_at = np.quantile(values, QUANTILES)
+    return {f"q{round(100 * q)}": float(v) for q, v in zip(QUANTILES, values_at)}
 
 
 def curvature_spread(hessian_diag, coreset: Coreset) -> dict:
