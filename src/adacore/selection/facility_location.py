@@ -81,6 +81,8 @@ def _naive(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
 # Relative width of the window of candidates the lazy optimizer re-scores exactly: far
 # above the float32 rounding of a gain (about 1e-7 relative), far below real gaps.
 _WINDOW = 1e-5
+# A window larger than this is re-scored by one full recomputation instead.
+_WINDOW_LIMIT = 256
 
 
 def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
@@ -100,23 +102,37 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
     similarity = gains.similarity
     n = similarity.shape[0]
     ones = torch.ones(gains.chunk, dtype=similarity.dtype, device=similarity.device)
-    running = gains.of().double()
-    # absolute slack for the float32 rounding of a full recomputation (about 1e-7 of
-    # the largest gain), so exact zeros and ties near zero all enter the window
-    floor = 1e-6 * float(running.max())
+    taken = torch.zeros(n, dtype=torch.bool, device=similarity.device)
+
+    def recompute():
+        fresh = gains.of().double().masked_fill_(taken, -math.inf)
+        # absolute slack for the float32 rounding of this recomputation and of the
+        # updates that follow it (about 1e-7 of the largest gain now), so exact zeros
+        # and ties near zero all enter the window
+        return fresh, 1e-6 * float(fresh.max())
+
+    running, floor = recompute()
+    recomputed = True
     order, values = [], []
     for _ in range(k):
         top = float(running.max())
         window = torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
+        if window.shape[0] > _WINDOW_LIMIT and not recomputed:
+            # gains far below the last recomputation's scale: start afresh, so the
+            # slack shrinks with them and the window with it
+            running, floor = recompute()
+            top = float(running.max())
+            window = torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
         exact = gains.of(window)
         position = int(torch.argmax(exact))
         j = int(window[position])
         order.append(j)
         values.append(float(exact[position]))
+        taken[j] = True
         changed, before = gains.add(j)
-        if changed.shape[0] * 3 > n:
-            running = gains.of().double()
-            running[torch.as_tensor(order, device=similarity.device)] = -math.inf
+        recomputed = changed.shape[0] * 3 > n
+        if recomputed:
+            running, floor = recompute()
             continue
         running[j] = -math.inf                    # stays -inf: finite updates cannot lift it
         for start in range(0, changed.shape[0], gains.chunk):
