@@ -313,3 +313,37 @@ def test_measures_reject_a_coreset_outside_the_data():
         preconditioned_error(PRE_GRADS, PRE_DIAG, PRE_CORESET, eps=-1.0)
     with pytest.raises(InputError, match="hessian_diag"):
         curvature_spread(np.full((4, 2), np.inf), PRE_CORESET)
+
+
+def test_cli_diagnose_from_files_and_from_a_run(tmp_path):
+    import subprocess
+    import sys
+
+    from adacore.training import TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "g.npy", rng.standard_normal((200, 4)).astype(np.float32))
+    np.save(tmp_path / "h.npy", rng.random((200, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(200) % 2)
+    base = [sys.executable, "-m", "adacore.cli", "diagnose", "--fraction", "0.1"]
+    result = subprocess.run(base + ["--vectors", str(tmp_path / "g.npy"), "--labels",
+                                    str(tmp_path / "y.npy"), "--hessian", str(tmp_path / "h.npy"),
+                                    "--methods", "adacore,craig,random",
+                                    "--out", str(tmp_path / "files")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "| adacore | 20 |" in (tmp_path / "files" / "diagnosis.md").read_text()
+
+    Trainer(TrainConfig(dataset="digits", method="craig", fraction=0.1, epochs=1),
+            tmp_path / "run", quiet=True).run()
+    result = subprocess.run(base + ["--from-run", str(tmp_path / "run"), "--out",
+                                    str(tmp_path / "probed")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    probed = json.loads((tmp_path / "probed" / "diagnosis.json").read_text())
+    statuses = {name: record["status"] for name, record in probed["methods"].items()}
+    assert statuses == dict.fromkeys(["adacore", "craig", "gradmatch", "glister", "random"],
+                                     "ok")   # the run's validation set feeds GLISTER
+    missing = subprocess.run(base + ["--labels", "y.npy", "--out", str(tmp_path / "x")],
+                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert missing.returncode == 2 and "--vectors" in missing.stderr

@@ -152,6 +152,39 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from adacore.experiments.diagnose import diagnosis_markdown, diagnose, write_diagnosis
+
+    if args.from_run:
+        if args.vectors or args.labels or args.hessian:
+            raise InputError("--from-run: give either a run folder or --vectors/--labels/"
+                             "--hessian, not both")
+        from adacore.experiments.runner import probe_run
+        arrays = probe_run(args.from_run, space=args.space)
+    else:
+        missing = [flag for flag, value in (("--vectors", args.vectors),
+                                            ("--labels", args.labels),
+                                            ("--hessian", args.hessian)) if value is None]
+        if missing:
+            raise InputError(f"{missing[0]}: needed (or use --from-run DIR)")
+        arrays = {"grads": load_array("--vectors", args.vectors),
+                  "labels": load_array("--labels", args.labels),
+                  "hessian_diag": load_array("--hessian", args.hessian),
+                  "val_grads": (load_array("--val-vectors", args.val_vectors)
+                                if args.val_vectors else None),
+                  "val_hessian_diag": (load_array("--val-hessian", args.val_hessian)
+                                       if args.val_hessian else None)}
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    report = diagnose(arrays["grads"], arrays["labels"], hessian_diag=arrays["hessian_diag"],
+                      fraction=args.fraction, seed=args.seed, val_grads=arrays["val_grads"],
+                      val_hessian_diag=arrays["val_hessian_diag"],
+                      **({"methods": methods} if methods else {}))
+    paths = write_diagnosis(report, args.out)
+    print(diagnosis_markdown(report))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -218,6 +251,28 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--resume", action="store_true", help="continue unfinished runs")
     compare.add_argument("--quiet", action="store_true", help="no progress bars")
     compare.set_defaults(handler=_compare)
+
+    diagnose = commands.add_parser(
+        "diagnose", help="one selection round, every method: per-dimension gradient error, "
+                         "preconditioned error, curvature spread",
+        description="Run every method once at the same budget on one round's vectors "
+                    "(from .npy files, or probed from a finished run's checkpoint) and "
+                    "report how well each coreset's weighted gradient estimates the full "
+                    "one, dimension by dimension, and how its points spread over curvature.")
+    diagnose.add_argument("--from-run", help="a run folder (adacore run --out) to probe")
+    diagnose.add_argument("--space", default="logits", choices=["logits", "last_layer"],
+                          help="gradient space of the probe for --from-run")
+    diagnose.add_argument("--vectors", help=".npy per-example vectors (n, d)")
+    diagnose.add_argument("--labels", help=".npy integer labels (n,)")
+    diagnose.add_argument("--hessian", help=".npy Hessian diagonals shaped like --vectors")
+    diagnose.add_argument("--val-vectors", help=".npy validation vectors (for glister)")
+    diagnose.add_argument("--val-hessian", help=".npy validation Hessian diagonals")
+    diagnose.add_argument("--fraction", type=float, required=True)
+    diagnose.add_argument("--methods", help="comma-separated (default: adacore, craig, "
+                                            "gradmatch, glister, random)")
+    diagnose.add_argument("--seed", type=int, default=0)
+    diagnose.add_argument("--out", required=True, help="output folder")
+    diagnose.set_defaults(handler=_diagnose)
 
     bench = commands.add_parser(
         "bench", help="run the benchmarks (ratios against peers, side by side)",

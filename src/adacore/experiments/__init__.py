@@ -1,10 +1,13 @@
-"""Experiments: result summaries, Markdown tables, JSON records and plots of runs."""
+"""Experiments: result summaries, Markdown tables, JSON records and plots of runs, and
+the one-round diagnosis of every method."""
+
+from adacore.experiments.diagnose import diagnose, write_diagnosis
 
 from adacore.experiments.report import (accuracy_figure, gradient_error_figure, markdown_table,
                                         plot_curves, plot_gradient_error, read_json,
                                         speedup_to_target, summarize, write_json,
                                         write_markdown, write_report)
 
-__all__ = ["accuracy_figure", "gradient_error_figure", "markdown_table", "plot_curves",
+__all__ = ["diagnose", "write_diagnosis", "accuracy_figure", "gradient_error_figure", "markdown_table", "plot_curves",
            "plot_gradient_error", "read_json", "speedup_to_target", "summarize", "write_json",
            "write_markdown", "write_report"]

@@ -98,3 +98,27 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                   f"{record['select_seconds']:.1f} s, training {record['train_seconds']:.1f} s, "
                   f"visited {record['fraction_visited']:.0%}", file=sys.stderr)
     return write_report(runs, out, target=target)
+
+
+def probe_run(run_dir: str | Path, *, space: str = "logits") -> dict:
+    """Per-example last-layer terms of a trained run's model on its own training and
+    validation data: ``grads``, ``hessian_diag``, ``labels``, ``val_grads``,
+    ``val_hessian_diag`` (NumPy arrays), read from ``run_dir/checkpoint.pt``."""
+    from adacore.models import build_model
+    from adacore.probe import probe
+    from adacore.training.checkpoint import load_checkpoint
+
+    state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
+    config = make_config(state["config"])
+    splits = load_dataset(config.dataset, root=config.data_root,
+                          imbalance_ratio=config.imbalance_ratio, seed=config.seed)
+    model = build_model(config.model, num_classes=splits.train.num_classes,
+                        input_shape=tuple(splits.train.x.shape[1:]), seed=config.seed)
+    model.load_state_dict(state["model"])
+    out = {}
+    for prefix, part in (("", splits.train), ("val_", splits.val)):
+        result = probe(model, part.x, part.y, space=space, hessian="closed_form")
+        out[prefix + "grads"] = result.grads.cpu().numpy()
+        out[prefix + "hessian_diag"] = result.hessian_diag.cpu().numpy()
+    out["labels"] = splits.train.y.numpy()
+    return out
