@@ -234,3 +234,21 @@ def test_glister_in_the_loader_needs_and_uses_the_validation_set():
     batches = list(loader.epoch(model))
     assert sum(b[0].shape[0] for b in batches) == 12
     assert torch.all(torch.cat([b[2] for b in batches]) == 1)   # GLISTER: unit weights
+
+
+def test_a_second_run_on_the_same_folder_refuses_cleanly(tmp_path):
+    flags = [*RUN_FLAGS, "--epochs", "400", "--out", str(tmp_path)]
+    first = subprocess.Popen([sys.executable, "-m", "adacore.cli", *flags],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not metric_rows(tmp_path) and time.time() < deadline:
+            time.sleep(0.05)
+        second = cli(*flags, "--resume")
+        assert second.returncode == 2 and "in use by a running run" in second.stderr
+        assert first.poll() is None          # the first run goes on
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    rows = metric_rows(tmp_path)
+    assert [row["epoch"] for row in rows] == list(range(1, 401))  # nothing of it was lost

@@ -19,6 +19,7 @@ from adacore.strategies import get_strategy
 from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
                                          rewrite_jsonl, save_checkpoint)
 from adacore.training.loader import CoresetLoader
+from adacore.training.lock import FolderLock
 from adacore.training.schedules import build_optimizer, build_scheduler
 from adacore.validation import InputError, check_choice, check_fraction, check_int
 
@@ -150,7 +151,11 @@ class Trainer:
         return device, splits, model, optimizer, scheduler, loader
 
     def run(self, *, resume: bool = False) -> dict:
-        """Train (or continue) and return the run record."""
+        """Train (or continue) and return the run record; one run per folder at a time."""
+        with FolderLock(self.out):
+            return self._run(resume=resume)
+
+    def _run(self, *, resume: bool) -> dict:
         config = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
