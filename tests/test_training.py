@@ -252,3 +252,51 @@ def test_a_second_run_on_the_same_folder_refuses_cleanly(tmp_path):
     assert first.returncode == 0
     rows = metric_rows(tmp_path)
     assert [row["epoch"] for row in rows] == list(range(1, 401))  # nothing of it was lost
+
+
+def test_schedules_follow_their_formulas():
+    import math as m
+
+    from adacore.training.schedules import build_optimizer, build_scheduler
+
+    def lrs(**options):
+        model = MLP(in_features=2, hidden=(), num_classes=2)
+        optimizer = build_optimizer(model, lr=1.0, momentum=0.9, nesterov=True, weight_decay=0)
+        scheduler = build_scheduler(optimizer, **options)
+        values = []
+        for _ in range(options["epochs"]):
+            values.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return values
+
+    cosine = lrs(schedule="cosine", epochs=10)
+    assert cosine == pytest.approx([0.5 * (1 + m.cos(m.pi * t / 10)) for t in range(10)])
+    warm = lrs(schedule="cosine", epochs=12, warmup_epochs=2)
+    assert warm[:2] == pytest.approx([1 / 3, 2 / 3])
+    assert warm[2:] == pytest.approx([0.5 * (1 + m.cos(m.pi * t / 10)) for t in range(10)])
+    assert lrs(schedule="multistep", epochs=8) == pytest.approx([1] * 4 + [0.1] * 2 + [0.01] * 2)
+    with pytest.raises(InputError, match="schedule"):
+        lrs(schedule="linear", epochs=3)
+
+
+def test_compare_flags_override_the_scenario(tmp_path, monkeypatch):
+    from adacore import cli
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('methods = ["random"]\nseeds = [4]\ndataset = "digits"\n'
+                        'fraction = 0.1\nepochs = 5\nlr = 0.05\n')
+    seen = {}
+
+    def fake_compare(settings, methods, seeds, out, **kwargs):
+        seen.update(settings=settings, methods=methods, seeds=seeds)
+        report = tmp_path / "r.md"
+        report.write_text("table")
+        return {"results_md": report}
+
+    monkeypatch.setattr("adacore.experiments.runner.compare", fake_compare)
+    assert cli.main(["compare", "--config", str(scenario), "--epochs", "2", "--seeds", "1,2",
+                     "--out", str(tmp_path / "o")]) == 0
+    assert seen["methods"] == ["random"] and seen["seeds"] == [1, 2]
+    assert seen["settings"]["epochs"] == 2 and seen["settings"]["lr"] == 0.05
+    assert seen["settings"]["dataset"] == "digits"

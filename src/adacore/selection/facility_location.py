@@ -114,15 +114,17 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
     running, floor = recompute()
     recomputed = True
     order, values = [], []
-    for _ in range(k):
+    def near_top():
         top = float(running.max())
-        window = torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
+        return torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
+
+    for _ in range(k):
+        window = near_top()
         if window.shape[0] > _WINDOW_LIMIT and not recomputed:
             # gains far below the last recomputation's scale: start afresh, so the
             # slack shrinks with them and the window with it
             running, floor = recompute()
-            top = float(running.max())
-            window = torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
+            window = near_top()
         exact = gains.of(window)
         position = int(torch.argmax(exact))
         j = int(window[position])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import time
 from typing import Any, ClassVar
 
@@ -40,7 +41,7 @@ def get_strategy(name: str, **options: Any) -> "Strategy":
     return STRATEGIES[name](**options)
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """A selection method: ``select(grads, labels, **inputs) -> Coreset``.
 
     Hyper-parameters live in ``__init__``; what a strategy learns across rounds (the
@@ -88,8 +89,9 @@ class Strategy:
             coreset.metadata["gradient_error"] = gradient_error(vectors, coreset)
         return coreset
 
+    @abc.abstractmethod
     def _select(self, vectors: torch.Tensor | None, labels: np.ndarray, **inputs) -> Coreset:
-        raise NotImplementedError  # each registered strategy defines its round
+        """One round on validated inputs (each registered strategy defines it)."""
 
     def state_dict(self) -> dict:
         return {"round": self.round_}
