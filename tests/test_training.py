@@ -300,3 +300,17 @@ def test_compare_flags_override_the_scenario(tmp_path, monkeypatch):
     assert seen["methods"] == ["random"] and seen["seeds"] == [1, 2]
     assert seen["settings"]["epochs"] == 2 and seen["settings"]["lr"] == 0.05
     assert seen["settings"]["dataset"] == "digits"
+
+
+def test_projection_in_the_loader_is_fixed_and_refused_for_adacore():
+    x, y = small_data()
+    model = MLP(in_features=5, hidden=(4,), num_classes=3)
+    with pytest.raises(InputError, match="projection_dim"):
+        CoresetLoader(x, y, get_strategy("adacore", fraction=0.1), projection_dim=4)
+    from adacore.probe import probe, project
+    loader = CoresetLoader(x, y, get_strategy("craig", fraction=0.1), space="last_layer",
+                           projection_dim=6, seed=3)
+    coreset = loader.select(model)
+    projected = project(probe(model, x, y, space="last_layer", hessian=None).grads, 6, 3)
+    reference = get_strategy("craig", fraction=0.1).select(projected, y.numpy())
+    np.testing.assert_array_equal(coreset.indices, reference.indices)

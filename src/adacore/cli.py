@@ -76,6 +76,8 @@ _HELP = {
     "data_root": "folder of the data files (CIFAR-10, MNIST IDX)",
     "imbalance_ratio": "long-tailed training set: largest / smallest class",
     "device": "auto, cpu or cuda",
+    "projection_dim": "randomly project the probe's vectors to this width (not for adacore)",
+    "augment": "batch augmentation: none or crop_flip (CIFAR)",
 }
 
 
@@ -95,7 +97,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f"(default {default})")
             continue
         kind = type(default) if default is not None else (
-            float if field.name == "imbalance_ratio" else str)
+            {"imbalance_ratio": float, "projection_dim": int}.get(field.name, str))
         parser.add_argument(flag, type=kind, default=None,
                             help=f"{_HELP.get(field.name, '')} (default {default})".strip())
 

@@ -50,13 +50,18 @@ class CoresetLoader:
         Where batches go (default: the model's device).
     val_x, val_y : Tensor, optional
         A validation set, for strategies that select against it (GLISTER).
+    projection_dim : int, optional
+        Project the probe's vectors to this many dimensions with a fixed Gaussian
+        matrix (seeded by ``seed``, the same every round), for wide last layers such as
+        ResNet18's 5,130; refused for AdaCore, whose per-coordinate preconditioning a
+        projection would mix.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
                  batch_size: int = 128, select_every: int = 1, warm_start_epochs: int = 0,
                  space: str = "auto", probe_batch_size: int = 2048, seed: int = 0,
                  device=None, val_x: torch.Tensor | None = None,
-                 val_y: torch.Tensor | None = None):
+                 val_y: torch.Tensor | None = None, projection_dim: int | None = None):
         if len(x) != len(y):
             raise InputError(f"y: got {len(y)} labels, expected {len(x)} (one per example)")
         self.x, self.y = x, torch.as_tensor(y).long()
@@ -74,6 +79,14 @@ class CoresetLoader:
         if "val_grads" in strategy.requires and (val_x is None or val_y is None):
             raise InputError(f"val_x: method {strategy.name!r} selects against validation "
                              f"gradients; pass val_x and val_y")
+        if projection_dim is not None:
+            check_int("projection_dim", projection_dim, 1)
+            if "hessian_diag" in strategy.requires:
+                raise InputError(f"projection_dim: method {strategy.name!r} divides each "
+                                 f"coordinate by its own curvature, which a random projection "
+                                 f"would mix; use space 'logits' or no projection")
+        self.projection_dim = projection_dim
+        self.projection_seed = check_int("seed", seed, 0)
         self.val_x = val_x
         self.val_y = None if val_y is None else torch.as_tensor(val_y).long()
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
@@ -99,14 +112,19 @@ class CoresetLoader:
             wants_diag = "hessian_diag" in self.strategy.requires
             result = probe(model, self.x, self.y, space=self.space,
                            hessian="closed_form" if wants_diag else None,
-                           batch_size=self.probe_batch_size)
+                           batch_size=self.probe_batch_size,
+                           projection_dim=self.projection_dim,
+                           projection_seed=self.projection_seed)
             grads = result.grads
             if wants_diag:
                 inputs["hessian_diag"] = result.hessian_diag
         if "val_grads" in self.strategy.requires:
             # the validation side of GLISTER's Taylor step: gradients and curvature
+            # (with a projection, the same matrix, and no curvature: it would not project)
             val = probe(model, self.val_x, self.val_y, space=self.space,
-                        hessian="closed_form", batch_size=self.probe_batch_size)
+                        hessian=None if self.projection_dim else "closed_form",
+                        batch_size=self.probe_batch_size, projection_dim=self.projection_dim,
+                        projection_seed=self.projection_seed)
             inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
         coreset = self.strategy.select(grads, self.y.numpy(), **inputs)
         self.coreset_ = coreset

@@ -55,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 4096
     augment: str = "none"
+    projection_dim: int | None = None
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -147,7 +148,7 @@ class Trainer:
                                batch_size=config.batch_size, select_every=config.select_every,
                                warm_start_epochs=config.warm_start_epochs, space=config.space,
                                seed=config.seed, device=device, val_x=splits.val.x,
-                               val_y=splits.val.y)
+                               val_y=splits.val.y, projection_dim=config.projection_dim)
         return device, splits, model, optimizer, scheduler, loader
 
     def run(self, *, resume: bool = False) -> dict:
