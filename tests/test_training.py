@@ -314,3 +314,14 @@ def test_projection_in_the_loader_is_fixed_and_refused_for_adacore():
     projected = project(probe(model, x, y, space="last_layer", hessian=None).grads, 6, 3)
     reference = get_strategy("craig", fraction=0.1).select(projected, y.numpy())
     np.testing.assert_array_equal(coreset.indices, reference.indices)
+
+
+def test_runs_saved_before_a_new_setting_existed_still_match():
+    import dataclasses
+
+    from adacore.training.trainer import same_settings
+    stored = dataclasses.asdict(TrainConfig(method="craig"))
+    del stored["projection_dim"]                     # an older run's record
+    assert same_settings(stored, TrainConfig(method="craig"))
+    assert not same_settings(stored, TrainConfig(method="craig", projection_dim=8))
+    assert not same_settings(stored, TrainConfig(method="random"))

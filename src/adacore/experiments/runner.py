@@ -11,6 +11,7 @@ from adacore.data import load_dataset
 from adacore.experiments.report import write_report
 from adacore.strategies import available_strategies
 from adacore.training import TrainConfig, Trainer
+from adacore.training.trainer import same_settings
 from adacore.validation import InputError, check_choice
 
 try:  # Python >= 3.11
@@ -82,7 +83,7 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
             finished = folder / "run.json"
             if resume and finished.exists():
                 record = json.loads(finished.read_text())
-                if record.get("config") != dataclasses.asdict(config):
+                if not same_settings(record.get("config", {}), config):
                     raise InputError(f"--resume: the finished run in {str(folder)!r} used other "
                                      f"settings; use another --out or the same settings")
                 runs.append(record)

@@ -90,6 +90,13 @@ class TrainConfig:
         return get_strategy(self.method, **options)
 
 
+def same_settings(stored: dict, config: TrainConfig) -> bool:
+    """Whether a saved run used ``config``; fields added since it was saved count as their
+    defaults, so a newer adacore still resumes an older run."""
+    defaults = dataclasses.asdict(TrainConfig())
+    return {**defaults, **stored} == dataclasses.asdict(config)
+
+
 @torch.no_grad()
 def evaluate(model, x, y, *, batch_size: int, device) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) in eval mode, in batches."""
@@ -165,7 +172,7 @@ class Trainer:
         totals = {"examples": 0, "wall": 0.0}
         if resume and checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path)
-            if state["config"] != dataclasses.asdict(config):
+            if not same_settings(state["config"], config):
                 raise InputError(f"--resume: the checkpoint in {str(self.out)!r} was written "
                                  f"with other settings; use another --out or the same flags")
             model.load_state_dict(state["model"])
