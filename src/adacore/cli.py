@@ -13,15 +13,32 @@ from adacore.validation import InputError
 
 
 def load_array(argument: str, path: str) -> np.ndarray:
-    """Read a ``.npy`` file without ever unpickling; a bad file is an InputError."""
+    """Read a plain ``.npy`` array without ever unpickling; a bad file is an InputError.
+
+    The header is read first and checked against the file's size, so a corrupt or
+    hostile header cannot make NumPy allocate more than the file holds.
+    """
     file = Path(path)
     if not file.is_file():
         raise InputError(f"{argument}: no file at {path!r}, expected a .npy file")
     try:
+        with open(file, "rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(stream)
+            if dtype.hasobject:
+                raise ValueError("object arrays are not accepted")
+            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if expected != file.stat().st_size - stream.tell():
+                raise ValueError(f"the header promises {expected} bytes of data, the file "
+                                 f"holds {file.stat().st_size - stream.tell()}")
         return np.load(file, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise InputError(f"{argument}: cannot read {path!r} as a .npy array ({error})") \
-            from error
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:  # NumPy raises many types for a malformed header
+        raise InputError(f"{argument}: cannot read {path!r} as a .npy array "
+                         f"({type(error).__name__}: {error})") from error
 
 
 def _select(args: argparse.Namespace) -> int:

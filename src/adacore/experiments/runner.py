@@ -32,7 +32,8 @@ def read_scenario(path: str | Path) -> dict:
         raise InputError(f"--config: no file at {str(path)!r}, expected a TOML scenario")
     try:
         scenario = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, ValueError) as error:
+        # ValueError: an integer of more than 4,300 digits; RecursionError: deep nesting
         raise InputError(f"--config: {str(path)!r} is not valid TOML ({error})") from error
     known = {f.name for f in dataclasses.fields(TrainConfig)} | COMPARE_KEYS
     unknown = sorted(set(scenario) - known)
