@@ -154,8 +154,29 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare_convex(args: argparse.Namespace) -> int:
+    from adacore.convex.experiment import read_convex_scenario, run_convex_experiment
+
+    if not args.config:
+        raise InputError("--config: --task convex reads its settings from a TOML scenario "
+                         "(see experiments/convex_*.toml)")
+    settings = read_convex_scenario(args.config)
+    if args.methods:
+        settings["methods"] = [m.strip() for m in args.methods.split(",")]
+    if args.seeds:
+        settings["seeds"] = _int_list(args.seeds)
+    run_convex_experiment(settings, args.out)
+    print((Path(args.out) / "results.md").read_text())
+    written = sorted(p.name for p in Path(args.out).iterdir() if p.is_file())
+    print(f"wrote {args.out}: " + ", ".join(written))
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from adacore.experiments.runner import COMPARE_KEYS, compare, read_scenario
+
+    if args.task == "convex":
+        return _compare_convex(args)
 
     scenario = read_scenario(args.config) if args.config else {}
     base = {key: value for key, value in scenario.items() if key not in COMPARE_KEYS}
@@ -261,6 +282,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/results.json, OUT/results.md and PNG plots. Flags override the "
                     "--config scenario.")
     compare.add_argument("--config", help="TOML scenario (see experiments/)")
+    compare.add_argument("--task", default="nn", choices=["nn", "convex"],
+                         help="nn: networks trained on reselected coresets; convex: "
+                              "logistic regression / SVM / ridge / LASSO on a coreset chosen "
+                              "once (settings from --config; --methods and --seeds apply)")
     compare.add_argument("--methods", help="comma-separated (default: " + ",".join(DEFAULT_METHODS) + ")")
     compare.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
     compare.add_argument("--target", type=float,

@@ -22,10 +22,14 @@ pass ``2 * y - 1``); the regression losses take any finite real y.
 
 X is a dense NumPy array or a SciPy sparse matrix (used as CSR, never densified).
 
-Mapping to scikit-learn (unit weights, n examples): ``LogisticRegression(C=1 / (alpha * S))``
-minimises S * alpha times our logistic F (its objective is 1/2 ||w||^2 + C sum_i s_i phi_i);
-``Lasso(alpha=alpha)`` minimises exactly our LASSO F (1 / (2n) ||y - Xw - b||^2 +
-alpha ||w||_1); ``Ridge(alpha=n * alpha)`` minimises 2n times our ridge F.
+Mapping to scikit-learn, with ``sample_weight=s`` and S = sum_i s_i (S = n for unit
+weights, and for the coresets here, whose weights sum to n):
+``LogisticRegression(C=1 / (alpha * S))`` minimises alpha S times our logistic F (its
+objective is 1/2 ||w||^2 + C sum_i s_i phi_i, intercept unpenalised; tested);
+``Ridge(alpha=S * alpha)`` minimises 2 S times our ridge F; ``Lasso(alpha=alpha)``
+minimises exactly our LASSO F (1 / (2 S) sum_i s_i (y_i - f_i)^2 + alpha ||w||_1; tested
+with unit weights). ``LinearSVC(loss="squared_hinge", C=1 / (alpha S))`` has our
+squared-hinge objective except that liblinear also penalises the intercept.
 """
 
 from __future__ import annotations
@@ -115,6 +119,10 @@ class ConvexLoss:
     def derivatives(self, scores: np.ndarray, y: np.ndarray):
         """(phi, phi', phi'') at the scores f, each of shape (n,)."""
         raise NotImplementedError
+
+    def slope(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """phi' alone (what a gradient step needs)."""
+        return self.derivatives(scores, y)[1]
 
     @property
     def l2(self) -> float:
@@ -333,6 +341,9 @@ class LogisticLoss(ConvexLoss):
         margins = y * scores
         return -log_expit(margins), -y * expit(-margins), expit(scores) * expit(-scores)
 
+    def slope(self, scores, y):
+        return -y * expit(-y * scores)
+
 
 class SquaredHingeLoss(ConvexLoss):
     """phi = max(0, 1 - y f)^2, y in {-1, +1} (the L2-SVM of LinearSVC's squared hinge);
@@ -346,6 +357,9 @@ class SquaredHingeLoss(ConvexLoss):
         slack = np.maximum(1.0 - y * scores, 0.0)
         return slack * slack, -2.0 * y * slack, 2.0 * (slack > 0)
 
+    def slope(self, scores, y):
+        return -2.0 * y * np.maximum(1.0 - y * scores, 0.0)
+
 
 class RidgeLoss(ConvexLoss):
     """phi = (f - y)^2 / 2 with the l2 penalty alpha / 2 ||w||^2."""
@@ -355,6 +369,9 @@ class RidgeLoss(ConvexLoss):
     def derivatives(self, scores, y):
         residual = scores - y
         return 0.5 * residual * residual, residual, np.ones_like(residual)
+
+    def slope(self, scores, y):
+        return scores - y
 
 
 class LassoLoss(RidgeLoss):
