@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,19 +77,73 @@ class Coreset:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Coreset":
-        """Read a file written by :meth:`save`; no pickles are ever loaded."""
+        """Read a file written by :meth:`save`; no pickles are ever loaded.
+
+        Any damaged or foreign file raises :class:`InputError`; an array member may not
+        claim more bytes than it holds (so a few-KB file cannot make NumPy allocate
+        gigabytes), and the result must be a valid coreset: integer indices, unique and
+        >= 0, finite weights > 0, one length for indices, weights and gains.
+        """
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in ("indices", "weights", "gains", "header")}
+            arrays = _read_members(Path(path), ("indices", "weights", "gains", "header"))
             header = json.loads(arrays.pop("header").tobytes().decode())
             budgets = {int(label): int(b) for label, b in header["budgets"].items()}
+            _check_loaded_arrays(arrays)
             return cls(**arrays, method=str(header["method"]), budgets=budgets,
                        round=int(header["round"]), metadata=dict(header["metadata"]))
-        except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
-            if isinstance(error, InputError):
-                raise
-            raise InputError(f"path: cannot read a coreset from {str(path)!r} ({error})") \
-                from error
+        except Exception as error:  # zipfile, NumPy's header parser and json raise many types
+            raise InputError(f"path: cannot read a coreset from {str(path)!r} "
+                             f"({type(error).__name__}: {error})") from error
+
+
+# deflate expands at most about 1032-fold: a bound on what a zip member can hold
+_MAX_EXPANSION = 1032
+
+
+def _read_members(path: Path, keys) -> dict[str, np.ndarray]:
+    """The ``.npy`` members ``keys`` of the archive at ``path``, each read within its size."""
+    arrays = {}
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        for key in keys:
+            info = archive.getinfo(f"{key}.npy")
+            limit = min(info.file_size, _MAX_EXPANSION * min(info.compress_size, size))
+            with archive.open(info) as member:
+                raw = member.read(limit + 1)
+            if len(raw) > limit:
+                raise InputError(f"{key}.npy holds more than its declared {limit} bytes")
+            stream = io.BytesIO(raw)
+            version = np.lib.format.read_magic(stream)
+            if version not in ((1, 0), (2, 0)):
+                raise InputError(f"{key}.npy: .npy format version {version}, expected 1.0 or 2.0")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(stream)
+            claimed = math.prod(shape) * dtype.itemsize
+            if dtype.hasobject or claimed > len(raw) - stream.tell():
+                raise InputError(f"{key}.npy declares {dtype} values of shape {shape}, "
+                                 f"more than its {len(raw)} bytes hold")
+            stream.seek(0)
+            arrays[key] = np.lib.format.read_array(stream, allow_pickle=False)
+    return arrays
+
+
+def _check_loaded_arrays(arrays: dict[str, np.ndarray]) -> None:
+    indices, weights, gains = arrays["indices"], arrays["weights"], arrays["gains"]
+    for key, array in arrays.items():
+        if array.ndim != 1:
+            raise InputError(f"{key} has shape {array.shape}, expected a vector")
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise InputError(f"indices are {indices.dtype}, expected integers")
+    for key in ("weights", "gains"):
+        if not (np.issubdtype(arrays[key].dtype, np.floating)
+                or np.issubdtype(arrays[key].dtype, np.integer)):
+            raise InputError(f"{key} are {arrays[key].dtype}, expected real numbers")
+    if indices.size and (indices.min() < 0 or indices.max() > np.iinfo(np.int64).max
+                         or np.unique(indices).shape[0] != indices.shape[0]):
+        raise InputError("indices are not unique non-negative row numbers")
+    if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
+        raise InputError("weights are not all finite and > 0")
 
 
 def _jsonable(value: Any) -> Any:

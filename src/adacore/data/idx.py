@@ -25,6 +25,8 @@ IDX_DTYPES = {
 }
 
 DEFAULT_MAX_BYTES = 1 << 30
+# NumPy 1's limit on dimensions (NumPy 2 allows 64); an IDX file holds 1 to 4 in practice.
+MAX_DIMENSIONS = 32
 
 
 def read_idx(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
@@ -63,8 +65,9 @@ def read_idx(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
         if code not in IDX_DTYPES:
             known = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
             raise InputError(f"{file}: IDX dtype code 0x{code:02X}, expected one of {known}")
-        if ndim == 0:
-            raise InputError(f"{file}: IDX header declares 0 dimensions, expected >= 1")
+        if not 1 <= ndim <= MAX_DIMENSIONS:
+            raise InputError(f"{file}: IDX header declares {ndim} dimensions, expected 1 to "
+                             f"{MAX_DIMENSIONS}")
         dtype = IDX_DTYPES[code]
         shape = tuple(int(s) for s in np.frombuffer(
             read_exact(stream, 4 * ndim, file, "the IDX dimension sizes"), dtype=">u4"))
@@ -81,5 +84,9 @@ def read_idx(path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> torch.Tensor:
         data = read_exact(stream, n_bytes, file, f"IDX data of shape {shape}")
         if not at_end(stream, file):
             raise InputError(f"{file}: trailing bytes after IDX data of shape {shape}")
-    values = np.frombuffer(data, dtype=dtype).reshape(shape)
+    try:
+        values = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError as error:  # an empty shape whose other sizes overflow NumPy's index
+        raise InputError(f"{file}: IDX header declares shape {shape}, which NumPy cannot "
+                         f"represent ({error})") from error
     return torch.from_numpy(values.astype(dtype.newbyteorder("="), copy=True))

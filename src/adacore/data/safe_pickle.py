@@ -4,12 +4,20 @@ A pickle is a program: any ``GLOBAL`` opcode can name a callable (``os.system``,
 ``builtins.eval``) that a later ``REDUCE`` calls. :class:`RestrictedUnpickler` resolves
 globals only from an explicit allow-list, so an unknown one is refused when it is named,
 before any object is built from it.
+
+A pickle can also ask for memory it does not hold: CPython's unpickler allocates a
+``BINBYTES8`` value at its declared length before reading it, and grows its memo to any
+index a ``LONG_BINPUT`` names (a 10-byte pickle can make it write 64 GB). So
+:func:`safe_loads` first walks the opcodes (``pickletools.genops``, which reads lengths
+without allocating them) and refuses a declared length beyond the data or a memo index
+beyond the number of opcodes before it (picklers number memo entries 0, 1, 2, ...).
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,6 +32,24 @@ except ImportError:  # pragma: no cover - NumPy 1.x
     from numpy.core import multiarray as _multiarray
 
 
+class _ArrayTypeName:
+    """Stands for ``numpy.ndarray`` in a pickle: an argument of ``_reconstruct``, not a callable.
+
+    Admitting the type itself would let a ``REDUCE`` call ``numpy.ndarray(shape, dtype)``
+    and allocate any size the pickle names.
+    """
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError("numpy.ndarray may only be named as the type "
+                                     "_reconstruct builds, not called")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray (name only)"
+
+
+ARRAY_TYPE_NAME = _ArrayTypeName()
+
+
 def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     """NumPy's ndarray reconstructor, limited to the empty start NumPy itself pickles.
 
@@ -32,7 +58,7 @@ def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     bytes the file actually carries. A non-empty ``shape`` here would only make NumPy
     allocate memory the file never held, so it is refused.
     """
-    if subtype is not np.ndarray:
+    if subtype is not ARRAY_TYPE_NAME and subtype is not np.ndarray:
         raise pickle.UnpicklingError(f"_reconstruct of {subtype!r}, expected numpy.ndarray")
     if not isinstance(shape, tuple) or not all(isinstance(s, int) for s in shape) \
             or 0 not in shape:
@@ -42,13 +68,15 @@ def _reconstruct_empty(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
 
 
 # What a pickled ndarray needs: the reconstructor (under its NumPy 1 and NumPy 2 module
-# names), the array type it builds and the dtype constructor. Nothing else.
+# names), the array type it builds (by name only) and the dtype constructor. Nothing else.
 NUMPY_ARRAY_GLOBALS: Mapping[tuple[str, str], Any] = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct_empty,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct_empty,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): ARRAY_TYPE_NAME,
     ("numpy", "dtype"): np.dtype,
 }
+
+_MEMO_WRITES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 
 DEFAULT_MAX_BYTES = 1 << 30
 
@@ -115,6 +143,7 @@ def safe_loads(data: bytes, *, allowed: Mapping[tuple[str, str], Any] = NUMPY_AR
     InputError
         For a refused global, a truncated or corrupt stream, or data after its end.
     """
+    _check_opcodes(data, source)
     stream = io.BytesIO(data)
     unpickler = RestrictedUnpickler(stream, allowed=allowed, source=source, encoding=encoding)
     try:
@@ -131,6 +160,22 @@ def safe_loads(data: bytes, *, allowed: Mapping[tuple[str, str], Any] = NUMPY_AR
         raise InputError(f"{source}: {len(data) - stream.tell()} bytes after the end of "
                          f"the pickle, expected none")
     return obj
+
+
+def _check_opcodes(data: bytes, source: str) -> None:
+    """Refuse what CPython's unpickler would allocate before reading: see the module doc."""
+    count = 0
+    try:
+        for opcode, argument, position in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in _MEMO_WRITES and argument >= count:
+                raise InputError(f"{source}: corrupt pickle ({opcode.name} at byte {position} "
+                                 f"names memo entry {argument} after {count} opcodes)")
+            count += 1
+    except InputError:
+        raise
+    except Exception as error:  # genops raises ValueError for a truncated or unknown opcode
+        raise InputError(f"{source}: corrupt pickle ({type(error).__name__}: {error})") \
+            from error
 
 
 def safe_load(path, *, allowed: Mapping[tuple[str, str], Any] = NUMPY_ARRAY_GLOBALS,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -18,14 +19,29 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code."""
+    """Read a checkpoint with ``weights_only=True``: tensors and plain data, never code.
+
+    A file in torch's legacy (non-zip) format is read into memory first: torch's
+    weights-only unpickler reads a string at the length the file declares, and on a
+    file object that allocates the declared length (gigabytes, for a damaged file of a
+    few bytes); from a byte buffer it costs only what the file holds.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        source = path
+        with open(path, "rb") as stream:
+            if stream.read(4) != b"PK\x03\x04":      # not a zip: legacy format or a pickle
+                stream.seek(0)
+                source = io.BytesIO(stream.read())
+        state = torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise InputError(f"--resume: no checkpoint at {str(path)!r}") from error
     except Exception as error:  # torch raises several types for a corrupt file
         raise InputError(f"checkpoint: cannot read {str(path)!r} ({type(error).__name__}: "
                          f"{error})") from error
+    if not isinstance(state, dict):
+        raise InputError(f"checkpoint: {str(path)!r} holds a {type(state).__name__}, "
+                         f"expected a dict as save_checkpoint writes")
+    return state
 
 
 def append_jsonl(path: Path, row: dict) -> None:
@@ -37,16 +53,40 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSON-lines log; a torn last line (a crash mid-write) is dropped."""
-    if not Path(path).exists():
+    """Rows of a JSON-lines log; a torn last line (a crash mid-write) is dropped.
+
+    Only the last line can be torn, and then it lacks its newline (:func:`append_jsonl`
+    writes a row and its newline at once): it is kept if it still parses as a JSON
+    object, dropped if not. Any complete line that is not a JSON object is damage and
+    raises :class:`InputError` naming the line; a missing file has no rows.
+    """
+    path = Path(path)
+    if not path.exists():
         return []
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError as error:
+        raise InputError(f"{str(path)!r}: cannot read the metrics log ({error})") from error
+    torn = lines.pop()                     # b"" when the file ends with a newline
     rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+    for number, line in enumerate(lines, start=1):
+        row = _json_object(line)
+        if row is None:
+            raise InputError(f"{str(path)!r}: line {number} is not a JSON object "
+                             f"({line[:60]!r}), expected one row per line")
+        rows.append(row)
+    row = _json_object(torn) if torn else None
+    if row is not None:
+        rows.append(row)
     return rows
+
+
+def _json_object(line: bytes) -> dict | None:
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):   # bad JSON or UTF-8, an integer over 4300 digits
+        return None
+    return row if isinstance(row, dict) else None
 
 
 def rewrite_jsonl(path: Path, rows: list[dict]) -> None:
