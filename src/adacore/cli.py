@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,13 @@ def load_array(argument: str, path: str) -> np.ndarray:
     try:
         with open(file, "rb") as stream:
             version = np.lib.format.read_magic(stream)
+            # the header's declared length, checked before anything reads that much
+            width = 2 if version == (1, 0) else 4
+            declared = int.from_bytes(stream.read(width), "little")
+            if declared > min(file.stat().st_size - stream.tell(), 1 << 20):
+                raise ValueError(f"the header claims {declared} bytes, more than the file "
+                                 f"or any real header holds")
+            stream.seek(-width, os.SEEK_CUR)
             read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                            else np.lib.format.read_array_header_2_0)
             shape, _, dtype = read_header(stream)

@@ -322,14 +322,7 @@ def fuzz_dir(reader_process) -> Path:
 # tests tolerate exactly these signatures (and count them in a warning at the end of the
 # module); the targeted tests reproduce each one as a strict xfail, which fails once the
 # bug is fixed: then delete the entry here (the xfail marks follow it).
-KNOWN_BUGS = {
-    "npy": ("adacore.cli.load_array: NumPy reads an .npy header at the length the file "
-            "declares (up to 4 GiB) before checking it against max_header_size, and a "
-            "file object's read(n) allocates n bytes first",
-            lambda result: result["outcome"] == "input_error"
-            and result["traced_peak"] > TRACED_LIMIT
-            and "reading array header" in result["detail"]),
-}
+KNOWN_BUGS: dict = {}   # none open: the .npy header-length bug was fixed in cli.load_array
 KNOWN_HITS: dict[str, int] = {}
 
 

@@ -127,6 +127,9 @@ class CoresetLoader:
                         projection_seed=self.projection_seed)
             inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
         coreset = self.strategy.select(grads, self.y.numpy(), **inputs)
+        if len(coreset) == 0:
+            raise InputError(f"method {self.strategy.name!r} selected no example this round "
+                             f"(e.g. GradMatch with all-zero gradients); nothing to train on")
         self.coreset_ = coreset
         self.last_selection_ = {"select_seconds": time.perf_counter() - start,
                                 "gradient_error": coreset.metadata.get("gradient_error"),
