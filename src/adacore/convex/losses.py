@@ -34,6 +34,7 @@ squared-hinge objective except that liblinear also penalises the intercept.
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar
 
 import numpy as np
@@ -84,7 +85,7 @@ def _as_vector(name: str, value, length: int) -> np.ndarray:
     return array
 
 
-class ConvexLoss:
+class ConvexLoss(abc.ABC):
     """A convex loss of a linear model; see the module docstring for the objective.
 
     Parameters
@@ -116,9 +117,9 @@ class ConvexLoss:
                 f"fit_intercept={self.fit_intercept!r})")
 
     # -- the scalar loss in the score, vectorised over examples -----------------------
+    @abc.abstractmethod
     def derivatives(self, scores: np.ndarray, y: np.ndarray):
         """(phi, phi', phi'') at the scores f, each of shape (n,)."""
-        raise NotImplementedError
 
     def slope(self, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
         """phi' alone (what a gradient step needs)."""
