@@ -54,11 +54,6 @@ from adacore.convex.select import METHODS, Reselection, select_coreset
 from adacore.convex.solvers import SOLVERS, solve
 from adacore.validation import InputError, check_choice, check_int, check_positive, fail
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    tomllib = None
-
 __all__ = ["DEFAULT_SETTINGS", "check_settings", "read_convex_scenario",
            "run_convex_experiment"]
 
@@ -110,15 +105,9 @@ def check_settings(settings: dict) -> dict:
 
 def read_convex_scenario(path) -> dict:
     """A TOML scenario of experiment settings, validated by :func:`check_settings`."""
-    if tomllib is None:
-        raise InputError("--config: reading TOML needs Python 3.11 or newer")
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"--config: no file at {str(path)!r}, expected a TOML scenario")
-    try:
-        scenario = tomllib.loads(file.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise InputError(f"--config: {str(path)!r} is not valid TOML ({error})") from error
+    from adacore.experiments.runner import read_toml
+
+    scenario = read_toml(path)
     scenario.pop("task", None)    # "convex", for the command line's dispatch
     return check_settings(scenario)
 

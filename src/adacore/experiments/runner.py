@@ -23,18 +23,23 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 COMPARE_KEYS = {"methods", "seeds", "target", "name", "description"}
 
 
-def read_scenario(path: str | Path) -> dict:
-    """A TOML scenario: TrainConfig fields plus ``methods``, ``seeds``, ``target``."""
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict; a missing or malformed file is an InputError on --config."""
     if tomllib is None:
         raise InputError("--config: reading TOML needs Python 3.11 or newer")
     file = Path(path)
     if not file.is_file():
         raise InputError(f"--config: no file at {str(path)!r}, expected a TOML scenario")
     try:
-        scenario = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, ValueError) as error:
         # ValueError: an integer of more than 4,300 digits; RecursionError: deep nesting
         raise InputError(f"--config: {str(path)!r} is not valid TOML ({error})") from error
+
+
+def read_scenario(path: str | Path) -> dict:
+    """A TOML scenario: TrainConfig fields plus ``methods``, ``seeds``, ``target``."""
+    scenario = read_toml(path)
     known = {f.name for f in dataclasses.fields(TrainConfig)} | COMPARE_KEYS
     unknown = sorted(set(scenario) - known)
     if unknown:
