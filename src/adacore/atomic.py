@@ -11,6 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from adacore._faults import fault_point
+
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object]) -> Path:
     """Call ``writer(stream)`` on a temporary file beside ``path``, then replace ``path``.
@@ -31,6 +33,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[BinaryIO], object]) 
             stream.flush()
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
+        fault_point(f"write:{path.name}")
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from adacore._faults import fault_point
 from adacore.coreset import Coreset
 from adacore.probe import probe
 from adacore.strategies.base import Strategy
@@ -126,6 +127,7 @@ class CoresetLoader:
                         batch_size=self.probe_batch_size, projection_dim=self.projection_dim,
                         projection_seed=self.projection_seed)
             inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
+        fault_point("selection")
         coreset = self.strategy.select(grads, self.y.numpy(), **inputs)
         if len(coreset) == 0:
             raise InputError(f"method {self.strategy.name!r} selected no example this round "

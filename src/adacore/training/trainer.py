@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from adacore._faults import fault_point
 from adacore.atomic import atomic_write_bytes
 from adacore.data import load_dataset, random_crop_flip
 from adacore.models import build_model
@@ -230,6 +231,7 @@ class Trainer:
                                     f"is kept in {str(self.out)!r}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            fault_point("train_step")
             optimizer.step()
             loss_sum += float(loss.detach()) * float(wb.sum())
             weight_sum += float(wb.sum())
