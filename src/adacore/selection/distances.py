@@ -55,3 +55,18 @@ def pairwise_distances(X: torch.Tensor, Y: torch.Tensor | None = None) -> torch.
     if Y is None:
         out.fill_diagonal_(0.0)
     return out
+
+
+def squared_distances(queries: torch.Tensor, base: torch.Tensor,
+                      base_norms: torch.Tensor | None = None) -> torch.Tensor:
+    """||q - b||^2 for every pair, by the Gram identity in one fused product, unclamped.
+
+    For nearest-neighbour ranking, where the square root is taken only of the few
+    values kept; callers centre both sides first (as :func:`pairwise_distances` does)
+    to keep the identity's cancellation small. ``base_norms`` may pass precomputed
+    squared norms of ``base``.
+    """
+    if base_norms is None:
+        base_norms = torch.einsum("ij,ij->i", base, base)
+    out = torch.addmm(base_norms[None, :], queries, base.T, alpha=-2.0)
+    return out.add_(torch.einsum("ij,ij->i", queries, queries)[:, None])

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from adacore.coreset import Coreset
-from adacore.selection.facility_location import (cluster_weights, greedy_facility_location,
-                                                 similarity_matrix)
+from adacore.selection.facility_location import solve
 
 
 def class_seed(seed: int, label: int, round_index: int = 0) -> np.random.Generator:
@@ -19,32 +18,37 @@ def class_seed(seed: int, label: int, round_index: int = 0) -> np.random.Generat
 def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                                 budgets: dict[int, int], *, optimizer: str = "lazy",
                                 seed: int = 0, epsilon: float = 0.01, round_index: int = 0,
-                                method: str = "facility_location") -> Coreset:
+                                method: str = "facility_location",
+                                neighbors: int | None = None, neighbor_search: str = "auto",
+                                probes: int = 8, max_memory=None) -> Coreset:
     """One facility-location problem per label; indices refer to the rows of ``vectors``.
 
-    Only one class's (n_c, n_c) similarity block exists at any time. Classes are
-    visited in increasing label order and their picks concatenated in that order.
+    Only one class's problem exists at any time: its dense (n_c, n_c) similarity, or
+    its neighbour graph when ``neighbors`` is given or the dense block would exceed
+    ``max_memory`` (see :func:`adacore.selection.facility_location.facility_location`).
+    Classes are visited in increasing label order and their picks concatenated in that
+    order.
     """
-    indices, weights, gains, singletons = [], [], [], 0
+    indices, weights, gains, singletons, engines = [], [], [], 0, {}
     for label, budget in budgets.items():
         members = np.flatnonzero(labels == label)
         rows = torch.from_numpy(members).to(vectors.device)
-        similarity = similarity_matrix(vectors[rows])
-        order, class_gains = greedy_facility_location(similarity, budget, optimizer=optimizer,
-                                                      rng=class_seed(seed, label, round_index),
-                                                      epsilon=epsilon)
-        class_weights = cluster_weights(similarity, order)
-        del similarity
+        order, class_gains, class_weights, info = solve(
+            vectors[rows], budget, optimizer=optimizer,
+            rng=class_seed(seed, label, round_index), epsilon=epsilon, neighbors=neighbors,
+            neighbor_search=neighbor_search, probes=probes, max_memory=max_memory, seed=seed)
         indices.append(members[order])
         weights.append(class_weights)
         gains.append(class_gains)
         singletons += int((class_weights == 1).sum())
+        engines[info["engine"]] = engines.get(info["engine"], 0) + 1
     weights_all = np.concatenate(weights)
     return Coreset(indices=np.concatenate(indices), weights=weights_all,
                    gains=np.concatenate(gains), method=method, budgets=dict(budgets),
                    metadata={"optimizer": optimizer, "max_weight_over_mean":
                              float(weights_all.max() / weights_all.mean()),
-                             "singleton_clusters": singletons})
+                             "singleton_clusters": singletons,
+                             "engine": ",".join(sorted(engines))})
 
 
 def gradient_error(vectors, coreset: Coreset) -> float:

@@ -8,9 +8,11 @@ import torch
 from adacore.coreset import Coreset
 from adacore.curvature import CurvatureSmoother
 from adacore.selection.facility_location import OPTIMIZERS
+from adacore.selection.memory import parse_memory
+from adacore.selection.neighbors import SEARCHES
 from adacore.selection.per_class import gradient_error, per_class_facility_location
 from adacore.strategies.base import Strategy, register_strategy
-from adacore.validation import InputError, as_tensor, check_choice
+from adacore.validation import InputError, as_tensor, check_choice, check_int
 
 
 @register_strategy("craig")
@@ -31,15 +33,27 @@ class Craig(Strategy):
         Seed of the stochastic optimizer (combined with the round and the label).
     device : optional
         Where the distances are computed (default: where the vectors are).
+    neighbors : int, optional
+        Solve each class on its K-nearest-neighbour graph instead of the dense
+        similarity (see :func:`adacore.facility_location`).
+    neighbor_search : {"auto", "exact", "ivf", "faiss"}
+        How the neighbours are found.
+    max_memory : int or str, optional
+        Memory one class's problem may use; a class whose dense block would exceed it
+        is solved on 32 neighbours, one that fits neither engine is refused.
     """
 
     def __init__(self, fraction: float, *, budget: str = "proportional",
                  optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
-                 device=None):
+                 device=None, neighbors: int | None = None, neighbor_search: str = "auto",
+                 max_memory=None):
         super().__init__(fraction, budget=budget, seed=seed)
         self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
         self.epsilon = float(epsilon)
         self.device = device
+        self.neighbors = None if neighbors is None else check_int("neighbors", neighbors, 1)
+        self.neighbor_search = check_choice("neighbor_search", neighbor_search, SEARCHES)
+        self.max_memory = None if max_memory is None else parse_memory(max_memory)
 
     def vectors(self, grads: torch.Tensor, labels: np.ndarray, **inputs) -> torch.Tensor:
         """The vectors whose facility location is solved (the gradients themselves)."""
@@ -52,7 +66,9 @@ class Craig(Strategy):
         coreset = per_class_facility_location(vectors, labels, self.budgets(labels),
                                               optimizer=self.optimizer, seed=self.seed,
                                               epsilon=self.epsilon, round_index=self.round_,
-                                              method=self.name)
+                                              method=self.name, neighbors=self.neighbors,
+                                              neighbor_search=self.neighbor_search,
+                                              max_memory=self.max_memory)
         if vectors is not grads:
             coreset.metadata["preconditioned_gradient_error"] = gradient_error(vectors, coreset)
         return coreset
@@ -76,7 +92,7 @@ class AdaCore(Craig):
         Damping added to Hbar before dividing.
     beta1 : float
         Optional EMA of the gradients across rounds (0: off, the default).
-    budget, optimizer, epsilon, seed, device
+    budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory
         As for :class:`Craig`.
     """
 
@@ -84,9 +100,12 @@ class AdaCore(Craig):
 
     def __init__(self, fraction: float, *, beta2: float = 0.999, eps: float = 1e-4,
                  beta1: float = 0.0, budget: str = "proportional", optimizer: str = "lazy",
-                 epsilon: float = 0.01, seed: int = 0, device=None):
+                 epsilon: float = 0.01, seed: int = 0, device=None,
+                 neighbors: int | None = None, neighbor_search: str = "auto",
+                 max_memory=None):
         super().__init__(fraction, budget=budget, optimizer=optimizer, epsilon=epsilon,
-                         seed=seed, device=device)
+                         seed=seed, device=device, neighbors=neighbors,
+                         neighbor_search=neighbor_search, max_memory=max_memory)
         self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1)
 
     def select(self, grads, labels, *, hessian_diag=None, **inputs) -> Coreset:
