@@ -220,14 +220,19 @@ def test_early_stop_is_reported_and_never_topped_up_by_default():
     coreset = strategy.select(grads, labels)
     meta = coreset.metadata
     assert meta["requested"] == 11 and meta["filled"] == {}
-    assert meta["omp_stopped_early"] == {1: 1, 2: 0}
-    assert meta["stop_reasons"] == {0: "budget", 1: "no_positive_correlation", 2: "tolerance"}
-    assert coreset.budgets == {0: 4, 1: 1, 2: 0}
-    assert len(coreset) == 5
+    assert meta["omp_stopped_early"] == {1: 1}
+    assert meta["stop_reasons"] == {0: "budget", 1: "no_positive_correlation",
+                                    2: "zero_target"}
+    # class 2 sums to zero: nothing to match, so it is drawn uniformly (recorded)
+    assert meta["zero_target"] == {2: 4}
+    assert coreset.budgets == {0: 4, 1: 1, 2: 4}
+    assert len(coreset) == 9
     assert coreset.indices[4] == 12                      # the (4, 0) member of class 1
     # its ridge weight <a, b> / (|a|^2 + lam)
     assert coreset.weights[4] == pytest.approx(8.0 / 16.5)
-    assert not np.any(labels[coreset.indices] == 2)
+    assert sorted(coreset.indices[5:].tolist()) == [15, 16, 17, 18]
+    np.testing.assert_array_equal(coreset.weights[5:], 4 / 4)       # n_c / k_c
+    assert np.all(np.isnan(coreset.gains[5:]))
 
 
 def test_fill_reaches_the_budget_exactly_and_is_recorded():
@@ -237,9 +242,9 @@ def test_fill_reaches_the_budget_exactly_and_is_recorded():
     meta = coreset.metadata
     assert len(coreset) == meta["requested"] == 11
     assert coreset.budgets == meta["requested_budgets"] == {0: 4, 1: 3, 2: 4}
-    assert meta["filled"] == {1: 2, 2: 4}
-    assert meta["omp_stopped_early"] == {1: 1, 2: 0}       # still said, though filled
-    np.testing.assert_array_equal(coreset.indices[:5], plain.indices)  # OMP picks first
+    assert meta["filled"] == {1: 2} and meta["zero_target"] == {2: 4}
+    assert meta["omp_stopped_early"] == {1: 1}             # still said, though filled
+    np.testing.assert_array_equal(coreset.indices[:5], plain.indices[:5])  # OMP picks first
     assert np.unique(coreset.indices).shape[0] == 11
     class1, class2 = coreset.indices[5:7], coreset.indices[7:]
     assert set(class1.tolist()) == {13, 14}
@@ -256,8 +261,8 @@ def test_fill_is_uniform_over_the_unpicked_members():
     labels = np.zeros(20, dtype=np.int64)
     counts = np.zeros(20)
     for seed in range(400):
-        coreset = GradMatch(0.25, fill=True, seed=seed).select(grads, labels)
-        assert coreset.metadata["filled"] == {0: 5}
+        coreset = GradMatch(0.25, fill=seed % 2 == 0, seed=seed).select(grads, labels)
+        assert coreset.metadata["zero_target"] == {0: 5}   # with or without the fill
         np.testing.assert_array_equal(coreset.weights, 20 / 5)   # n_c / k_c: no OMP pick
         counts[coreset.indices] += 1
     expected = 400 * 5 / 20
@@ -368,3 +373,16 @@ def test_a_pick_can_lose_its_weight_and_the_coreset_then_drops_it():
     filled = GradMatch(1.0, lam=0.0, tol=1e-9, fill=True).select(grads, labels)
     assert filled.budgets == {5: 4, 9: 2}                 # the dropped pick may come back
     assert filled.metadata["filled"] == {5: 2, 9: 1}
+
+
+def test_all_zero_gradients_never_give_an_empty_round():
+    """A model that fits everything (all-zero gradients): every class drawn uniformly."""
+    labels = np.repeat(np.arange(3), [30, 20, 10])
+    coreset = GradMatch(0.1).select(np.zeros((60, 4), np.float32), labels)
+    assert coreset.metadata["zero_target"] == coreset.metadata["requested_budgets"] \
+        == coreset.budgets == {0: 3, 1: 2, 2: 1}
+    for label, size in zip(range(3), (30, 20, 10)):
+        picked = labels[coreset.indices] == label
+        assert coreset.weights[picked].sum() == pytest.approx(size)
+    again = GradMatch(0.1).select(np.zeros((60, 4), np.float32), labels)
+    np.testing.assert_array_equal(coreset.indices, again.indices)

@@ -223,3 +223,24 @@ def test_a_cluster_without_workers_is_refused():
                       scheduler_kwargs={"dashboard": False}) as empty:
         with pytest.raises(InputError, match="^client: .* no workers"):
             greedi(np.ones((10, 2)), 2, client=empty.scheduler_address)
+
+
+def test_cli_select_on_a_scheduler(cluster, mixture, tmp_path):
+    """`adacore select --scheduler ADDRESS` runs CRAIG's selection by GreeDi there."""
+    from adacore.cli import main
+    from adacore.coreset import Coreset
+
+    X, labels = mixture
+    np.save(tmp_path / "g.npy", np.asarray(X, dtype=np.float32))
+    np.save(tmp_path / "y.npy", np.asarray(labels))
+    common = ["select", "--vectors", str(tmp_path / "g.npy"), "--labels",
+              str(tmp_path / "y.npy"), "--fraction", "0.05", "--method", "craig"]
+    assert main(common + ["--out", str(tmp_path / "d.npz"), "--scheduler",
+                          cluster[0].scheduler_address, "--partitions", "2"]) == 0
+    distributed_pick = Coreset.load(tmp_path / "d.npz")
+    assert main(common + ["--out", str(tmp_path / "c.npz")]) == 0
+    central = Coreset.load(tmp_path / "c.npz")
+    assert distributed_pick.metadata["engine"] == "greedi"
+    assert distributed_pick.budgets == central.budgets
+    assert distributed_pick.weights.sum() == central.weights.sum() == len(labels)
+    assert main(common + ["--out", str(tmp_path / "e.npz"), "--partitions", "2"]) == 2

@@ -211,3 +211,29 @@ def test_bad_sparse_arguments():
         adacore.facility_location(X, 3, neighbors=3, neighbor_search="annoy")
     with pytest.raises(ValueError, match="probes"):
         adacore.facility_location(X, 3, neighbors=3, probes=0)
+
+
+def test_cli_select_sparse_and_memory_bounds(tmp_path, capsys):
+    from adacore.cli import main
+    from adacore.coreset import Coreset
+
+    X = mixture(3000, 6, seed=12).numpy()
+    labels = np.repeat(np.arange(2), 1500)
+    np.save(tmp_path / "g.npy", X)
+    np.save(tmp_path / "y.npy", labels)
+    common = ["select", "--vectors", str(tmp_path / "g.npy"), "--labels",
+              str(tmp_path / "y.npy"), "--fraction", "0.02", "--method", "craig"]
+    assert main(common + ["--out", str(tmp_path / "a.npz"), "--neighbors", "12"]) == 0
+    assert "engine             sparse" in capsys.readouterr().out
+    assert Coreset.load(tmp_path / "a.npz").weights.sum() == 3000
+    # a class's dense engine (about 18 MB for 1,500 points) over a 12 MB limit: sparse, warned
+    with pytest.warns(ResourceWarning):
+        assert main(common + ["--out", str(tmp_path / "b.npz"), "--max-memory", "12MB"]) == 0
+    assert "engine             sparse" in capsys.readouterr().out
+    assert main(common + ["--out", str(tmp_path / "c.npz"), "--max-memory", "100kB"]) == 2
+    assert "max_memory" in capsys.readouterr().err
+    assert not (tmp_path / "c.npz").exists()
+    assert main(common + ["--out", str(tmp_path / "d.npz"), "--max-memory", "lots"]) == 2
+    assert main(common[:-1] + ["random", "--out", str(tmp_path / "e.npz"),
+                               "--neighbors", "5"]) == 2
+    assert "--neighbors" in capsys.readouterr().err

@@ -59,6 +59,17 @@ def _select(args: argparse.Namespace) -> int:
         options["optimizer"] = args.optimizer
     if args.method == "adacore":
         options.update(beta2=args.beta2, eps=args.eps)
+    engine = {"neighbors": args.neighbors, "neighbor_search": args.neighbor_search,
+              "max_memory": args.max_memory, "client": args.scheduler,
+              "partitions": args.partitions}
+    given = {name: value for name, value in engine.items()
+             if value is not None and not (name == "neighbor_search" and value == "auto")}
+    if given and args.method not in ("adacore", "craig"):
+        flag = "--" + next(iter(given)).replace("_", "-").replace("client", "scheduler")
+        raise InputError(f"{flag}: only the facility-location methods (adacore, craig) use "
+                         f"it, got --method {args.method}")
+    if args.method in ("adacore", "craig"):
+        options.update(engine)
     strategy = get_strategy(args.method, **options)
     inputs = {}
     if args.method == "adacore":
@@ -81,6 +92,8 @@ def _select(args: argparse.Namespace) -> int:
     if "preconditioned_gradient_error" in coreset.metadata:
         print(f"  preconditioned     {coreset.metadata['preconditioned_gradient_error']:.4f}")
     print(f"  largest weight     {coreset.weights.max() / coreset.weights.mean():.2f} x mean")
+    if "engine" in coreset.metadata:
+        print(f"  engine             {coreset.metadata['engine']}")
     return 0
 
 
@@ -240,13 +253,15 @@ def _bench(args: argparse.Namespace) -> int:
 
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
     for name in names:
-        importlib.import_module(BENCHMARKS[name]).main(args.options)
+        module, function = BENCHMARKS[name].split(":")
+        getattr(importlib.import_module(module), function)(args.options)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from adacore.selection.budgets import BUDGET_MODES
     from adacore.selection.facility_location import OPTIMIZERS
+    from adacore.selection.neighbors import SEARCHES
     from adacore.strategies import available_strategies
 
     parser = argparse.ArgumentParser(
@@ -270,6 +285,20 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--beta2", type=float, default=0.999)
     select.add_argument("--eps", type=float, default=1e-4)
     select.add_argument("--seed", type=int, default=0)
+    select.add_argument("--neighbors", type=int, metavar="K",
+                        help="solve on each point's K nearest neighbours (sparse engine, "
+                             "O(n K) memory)")
+    select.add_argument("--neighbor-search", default="auto", choices=SEARCHES,
+                        help="neighbour search of the sparse engine (default: exact up to "
+                             "20,000 points, then faiss if installed, else ivf)")
+    select.add_argument("--max-memory", metavar="SIZE",
+                        help="memory one class's problem may use, e.g. 4GB (default: half "
+                             "the machine's); a larger dense problem switches to the sparse "
+                             "engine or is refused")
+    select.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run GreeDi on this Dask scheduler, e.g. tcp://host:8786")
+    select.add_argument("--partitions", type=int,
+                        help="GreeDi partitions per class (default: one per worker)")
     select.set_defaults(handler=_select)
 
     run = commands.add_parser(
@@ -330,8 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="run the benchmarks (ratios against peers, side by side)",
         description="facility: facility location against apricot and submodlib (install "
                     "the 'bench' extra); round: one selection round against one full-data "
-                    "epoch on MNIST. Options after the name go to the benchmark.")
-    bench.add_argument("name", choices=["facility", "round", "all"])
+                    "epoch on MNIST; sparse: 1% of 1,000,000 x 64 points on a neighbour graph (time, "
+                    "peak memory, recall); scaling: dense, sparse and apricot from 1,000 to "
+                    "1,000,000 points. Options after the name go to the benchmark.")
+    from adacore.bench import BENCHMARKS
+    bench.add_argument("name", choices=[*BENCHMARKS, "all"])
     bench.add_argument("options", nargs=argparse.REMAINDER,
                        help="the benchmark's own options, e.g. --repeats 5")
     bench.set_defaults(handler=_bench)

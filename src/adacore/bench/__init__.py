@@ -1,4 +1,9 @@
-"""Benchmarks that compare side by side in one process (`adacore bench`)."""
+"""Benchmarks that compare side by side in one process (`adacore bench`).
 
-BENCHMARKS = {"facility": "adacore.bench.facility_location",
-              "round": "adacore.bench.selection_round"}
+Each name maps to ``"module:function"``; the function takes the remaining arguments.
+"""
+
+BENCHMARKS = {"facility": "adacore.bench.facility_location:main",
+              "round": "adacore.bench.selection_round:main",
+              "sparse": "adacore.bench.scaling:main_sparse",
+              "scaling": "adacore.bench.scaling:main_scaling"}

@@ -41,12 +41,17 @@ class Craig(Strategy):
     max_memory : int or str, optional
         Memory one class's problem may use; a class whose dense block would exceed it
         is solved on 32 neighbours, one that fits neither engine is refused.
+    client : distributed.Client or str, optional
+        Run the selection on a Dask cluster by GreeDi
+        (:func:`adacore.distributed.greedi`): a client or a scheduler address.
+    partitions : int, optional
+        GreeDi's partitions per class (default: one per worker).
     """
 
     def __init__(self, fraction: float, *, budget: str = "proportional",
                  optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
                  device=None, neighbors: int | None = None, neighbor_search: str = "auto",
-                 max_memory=None):
+                 max_memory=None, client=None, partitions: int | None = None):
         super().__init__(fraction, budget=budget, seed=seed)
         self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
         self.epsilon = float(epsilon)
@@ -54,6 +59,14 @@ class Craig(Strategy):
         self.neighbors = None if neighbors is None else check_int("neighbors", neighbors, 1)
         self.neighbor_search = check_choice("neighbor_search", neighbor_search, SEARCHES)
         self.max_memory = None if max_memory is None else parse_memory(max_memory)
+        if client is None and partitions is not None:
+            raise InputError("partitions: GreeDi's partitions need a Dask client or "
+                             "scheduler address (client / --scheduler)")
+        if client is not None and neighbors is not None:
+            raise InputError("neighbors: GreeDi solves its partitions densely; pass either "
+                             "a Dask client or neighbors, not both")
+        self.client = client
+        self.partitions = partitions
 
     def vectors(self, grads: torch.Tensor, labels: np.ndarray, **inputs) -> torch.Tensor:
         """The vectors whose facility location is solved (the gradients themselves)."""
@@ -63,12 +76,23 @@ class Craig(Strategy):
 
     def _select(self, grads, labels, **inputs) -> Coreset:
         vectors = self.vectors(grads, labels, **inputs)
-        coreset = per_class_facility_location(vectors, labels, self.budgets(labels),
-                                              optimizer=self.optimizer, seed=self.seed,
-                                              epsilon=self.epsilon, round_index=self.round_,
-                                              method=self.name, neighbors=self.neighbors,
-                                              neighbor_search=self.neighbor_search,
-                                              max_memory=self.max_memory)
+        if self.client is not None:
+            from adacore.distributed import greedi
+
+            budgets = self.budgets(labels)
+            round_seed = int(np.random.SeedSequence([self.seed, self.round_])
+                             .generate_state(1)[0])
+            coreset = greedi(vectors, sum(budgets.values()), labels=labels, client=self.client,
+                             partitions=self.partitions, optimizer=self.optimizer,
+                             seed=round_seed, epsilon=self.epsilon, budget=self.budget)
+            coreset.budgets = budgets
+            coreset.metadata["engine"] = "greedi"
+        else:
+            coreset = per_class_facility_location(
+                vectors, labels, self.budgets(labels), optimizer=self.optimizer,
+                seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
+                method=self.name, neighbors=self.neighbors,
+                neighbor_search=self.neighbor_search, max_memory=self.max_memory)
         if vectors is not grads:
             coreset.metadata["preconditioned_gradient_error"] = gradient_error(vectors, coreset)
         return coreset

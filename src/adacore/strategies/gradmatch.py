@@ -38,10 +38,18 @@ class GradMatch(Strategy):
     residual) the coreset is smaller than requested, and the metadata says so:
     ``"requested"`` (total budget), ``"requested_budgets"`` (per class),
     ``"omp_stopped_early"`` ({label: OMP picks} for the classes that stopped early),
-    ``"stop_reasons"`` ({label: "budget" | "tolerance" | "no_positive_correlation"}),
+    ``"stop_reasons"`` ({label: "budget" | "tolerance" | "no_positive_correlation" |
+    "zero_target"}),
     ``"filled"`` ({label: points added by the fill}), ``"class_fit_error"`` ({label:
     ||b_c - A_S w|| / ||b_c||}, the matching error without the penalty) and
     ``"max_weight_over_mean"``.
+
+    One exception, recorded as ``"zero_target"`` ({label: points drawn}): a class whose
+    gradients sum to exactly zero (all zero, say, on a class the model fits perfectly)
+    has nothing to match, and OMP would return no point, dropping the class from
+    training. Such a class gets k_c members drawn uniformly (seeded like the fill), each
+    with weight n_c / k_c. Any class with a non-zero sum gets at least one OMP pick (some
+    member has a positive inner product with the sum), so a round is never empty.
 
     Parameters
     ----------
@@ -91,7 +99,7 @@ class GradMatch(Strategy):
         requested = self.budgets(labels)
         indices, weights, gains = [], [], []
         report = {"stopped_early": {}, "reasons": {}, "dropped": {}, "filled": {},
-                  "fit_error": {}}
+                  "fit_error": {}, "zero_target": {}}
         for label, budget in requested.items():
             members = np.flatnonzero(labels == label)
             block = vectors[torch.from_numpy(members).to(vectors.device)]
@@ -111,6 +119,7 @@ class GradMatch(Strategy):
                                  "stop_reasons": report["reasons"],
                                  "zero_weight_dropped": report["dropped"],
                                  "filled": report["filled"],
+                                 "zero_target": report["zero_target"],
                                  "class_fit_error": report["fit_error"],
                                  "max_weight_over_mean": largest,
                                  "lam": self.lam, "tol": self.tol})
@@ -120,6 +129,17 @@ class GradMatch(Strategy):
         """OMP on one class's rows ``block``; returns caller rows, weights and gains."""
         block64 = block.to(torch.float64)
         target = block64.sum(dim=0)
+        if not bool(torch.any(target != 0)):
+            # nothing to match (every gradient of the class sums to zero, e.g. all zero):
+            # the empty set matches exactly, but the class would vanish from training;
+            # it gets a uniform random subset instead, each point standing for n_c / k_c
+            report["reasons"][label] = "zero_target"
+            report["zero_target"][label] = int(budget)
+            report["fit_error"][label] = 0.0
+            drawn = class_seed(self.seed, label, self.round_).choice(members, size=budget,
+                                                                     replace=False)
+            return (drawn, np.full(budget, members.shape[0] / budget),
+                    np.full(budget, np.nan))
         support, omp_weights, residual_norms = nonnegative_omp(block64.T, target, budget,
                                                                lam=self.lam, tol=self.tol)
         picks = support.shape[0]
