@@ -116,7 +116,8 @@ class AdaCore(Craig):
         Damping added to Hbar before dividing.
     beta1 : float
         Optional EMA of the gradients across rounds (0: off, the default).
-    budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory
+    budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory,
+    client, partitions
         As for :class:`Craig`.
     """
 
@@ -126,10 +127,11 @@ class AdaCore(Craig):
                  beta1: float = 0.0, budget: str = "proportional", optimizer: str = "lazy",
                  epsilon: float = 0.01, seed: int = 0, device=None,
                  neighbors: int | None = None, neighbor_search: str = "auto",
-                 max_memory=None):
+                 max_memory=None, client=None, partitions: int | None = None):
         super().__init__(fraction, budget=budget, optimizer=optimizer, epsilon=epsilon,
                          seed=seed, device=device, neighbors=neighbors,
-                         neighbor_search=neighbor_search, max_memory=max_memory)
+                         neighbor_search=neighbor_search, max_memory=max_memory,
+                         client=client, partitions=partitions)
         self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1)
 
     def select(self, grads, labels, *, hessian_diag=None, **inputs) -> Coreset:

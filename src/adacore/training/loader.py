@@ -5,6 +5,10 @@
         for xb, yb, wb in loader.epoch(model):
             loss = (wb * F.cross_entropy(model(xb), yb, reduction="none")).mean()
             optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+Under torch.distributed (a default process group of W > 1 processes) each rank gets its
+share of every global batch; see :mod:`adacore.distributed.ddp` for the loss that makes
+DDP's gradient average the single-process one (``weighted_loss``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 
 from adacore._faults import fault_point
 from adacore.coreset import Coreset
+from adacore.distributed.ddp import (DistributedCoresetSampler, is_distributed, on_rank0,
+                                     probe_sharded)
 from adacore.probe import probe
 from adacore.strategies.base import Strategy
 from adacore.validation import InputError, check_choice, check_int
@@ -56,13 +62,28 @@ class CoresetLoader:
         matrix (seeded by ``seed``, the same every round), for wide last layers such as
         ResNet18's 5,130; refused for AdaCore, whose per-coordinate preconditioning a
         projection would mix.
+    transform : callable, optional
+        Applied to each batch's inputs on ``device`` (e.g. an augmentation drawing from
+        a seeded generator). Under torch.distributed it is applied to the whole global
+        batch on every rank before the rank takes its share, so the draws are those of
+        the single-process run.
+    distributed : bool, optional
+        Split batches and probes across the ranks of the default process group:
+        each rank probes a block of whole probe batches, rank 0 gathers the vectors
+        and selects, every rank receives the coreset, and each global batch (the
+        single-process batch, in the single-process order) is split into contiguous
+        per-rank shares (:class:`adacore.distributed.ddp.DistributedCoresetSampler`).
+        Default: whenever a default group of more than one process is open when the
+        loader is built. Every rank must then build the loader with the same arguments
+        and call :meth:`epoch` with the same model.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
                  batch_size: int = 128, select_every: int = 1, warm_start_epochs: int = 0,
                  space: str = "auto", probe_batch_size: int = 2048, seed: int = 0,
                  device=None, val_x: torch.Tensor | None = None,
-                 val_y: torch.Tensor | None = None, projection_dim: int | None = None):
+                 val_y: torch.Tensor | None = None, projection_dim: int | None = None,
+                 transform=None, distributed: bool | None = None):
         if len(x) != len(y):
             raise InputError(f"y: got {len(y)} labels, expected {len(x)} (one per example)")
         self.x, self.y = x, torch.as_tensor(y).long()
@@ -91,6 +112,14 @@ class CoresetLoader:
         self.val_x = val_x
         self.val_y = None if val_y is None else torch.as_tensor(val_y).long()
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
+        if transform is not None and not callable(transform):
+            raise InputError(f"transform: got {type(transform).__name__}, expected a callable "
+                             f"(inputs) -> inputs, or None")
+        self.transform = transform
+        self.distributed = is_distributed() if distributed is None else bool(distributed)
+        if self.distributed and not is_distributed():
+            raise InputError("distributed: True needs an open torch.distributed default "
+                             "process group of more than one process")
         self.epoch_ = 0
         self.coreset_: Coreset | None = None
         self.visited_ = torch.zeros(len(x), dtype=torch.bool)
@@ -108,27 +137,37 @@ class CoresetLoader:
     def select(self, model: torch.nn.Module) -> Coreset:
         """Run one selection round now, on the model as it is."""
         start = time.perf_counter()
+        # distributed: each rank probes its block, rank 0 gets the whole result and
+        # the other ranks None
+        run_probe = probe_sharded if self.distributed else probe
         inputs, grads = {}, None
         if self.strategy.requires:
             wants_diag = "hessian_diag" in self.strategy.requires
-            result = probe(model, self.x, self.y, space=self.space,
+            result = run_probe(model, self.x, self.y, space=self.space,
                            hessian="closed_form" if wants_diag else None,
                            batch_size=self.probe_batch_size,
                            projection_dim=self.projection_dim,
                            projection_seed=self.projection_seed)
-            grads = result.grads
-            if wants_diag:
-                inputs["hessian_diag"] = result.hessian_diag
+            if result is not None:
+                grads = result.grads
+                if wants_diag:
+                    inputs["hessian_diag"] = result.hessian_diag
         if "val_grads" in self.strategy.requires:
             # the validation side of GLISTER's Taylor step: gradients and curvature
             # (with a projection, the same matrix, and no curvature: it would not project)
-            val = probe(model, self.val_x, self.val_y, space=self.space,
+            val = run_probe(model, self.val_x, self.val_y, space=self.space,
                         hessian=None if self.projection_dim else "closed_form",
                         batch_size=self.probe_batch_size, projection_dim=self.projection_dim,
                         projection_seed=self.projection_seed)
-            inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
+            if val is not None:
+                inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
         fault_point("selection")
-        coreset = self.strategy.select(grads, self.y.numpy(), **inputs)
+
+        def choose() -> Coreset:
+            return self.strategy.select(grads, self.y.cpu().numpy(), **inputs)
+
+        # the strategy and its state live on rank 0; every rank gets its coreset
+        coreset = on_rank0(choose) if self.distributed else choose()
         if len(coreset) == 0:
             raise InputError(f"method {self.strategy.name!r} selected no example this round "
                              f"(e.g. GradMatch with all-zero gradients); nothing to train on")
@@ -156,13 +195,18 @@ class CoresetLoader:
             indices = torch.from_numpy(self.coreset_.indices)
             weights = torch.from_numpy(self.coreset_.normalized_weights()).float()
         self.visited_[indices] = True
-        order = torch.randperm(indices.shape[0], generator=self.generator)
-        for start in range(0, order.shape[0], self.batch_size):
-            chosen = order[start:start + self.batch_size]
-            rows = indices[chosen]
-            yield (self.x[rows].to(device, non_blocking=True),
-                   self.y[rows].to(device, non_blocking=True),
-                   weights[chosen].to(device, non_blocking=True))
+        place = {} if self.distributed else {"rank": 0, "world_size": 1}
+        sampler = DistributedCoresetSampler(indices, weights, batch_size=self.batch_size,
+                                            generator=self.generator, **place)
+        for batch in sampler.global_batches():
+            rows = batch.share_rows
+            if self.transform is None:
+                inputs = self.x[rows].to(device, non_blocking=True)
+            else:
+                inputs = self.transform(self.x[batch.rows].to(device, non_blocking=True))
+                inputs = inputs[batch.share]
+            yield (inputs, self.y[rows].to(device, non_blocking=True),
+                   batch.share_weights.to(device, non_blocking=True))
 
     def examples_this_epoch(self) -> int:
         """Examples in the current epoch's pass."""

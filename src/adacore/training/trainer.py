@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -15,6 +16,7 @@ from torch.nn import functional as F
 from adacore._faults import fault_point
 from adacore.atomic import atomic_write_bytes
 from adacore.data import load_dataset, random_crop_flip
+from adacore.distributed import ddp
 from adacore.models import build_model
 from adacore.strategies import get_strategy
 from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
@@ -55,6 +57,7 @@ class TrainConfig:
     imbalance_ratio: float | None = None
     device: str = "auto"
     eval_batch_size: int = 4096
+    probe_batch_size: int = 2048
     augment: str = "none"
     projection_dim: int | None = None
     strategy_options: dict = field(default_factory=dict)
@@ -66,6 +69,8 @@ class TrainConfig:
         check_int("warm_start_epochs", self.warm_start_epochs, 0)
         check_int("seed", self.seed, 0)
         check_int("batch_size", self.batch_size, 1)
+        check_int("eval_batch_size", self.eval_batch_size, 1)
+        check_int("probe_batch_size", self.probe_batch_size, 1)
         check_choice("augment", self.augment, AUGMENTATIONS)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr: got {self.lr!r}, expected a finite number > 0")
@@ -99,18 +104,31 @@ def same_settings(stored: dict, config: TrainConfig) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, *, batch_size: int, device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode, in batches."""
+def evaluate(model, x, y, *, batch_size: int, device,
+             distributed: bool = False) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode, in batches.
+
+    ``distributed``: each rank of the default process group evaluates a block of whole
+    batches (:func:`adacore.distributed.ddp.shard_bounds`) and the sums are added up
+    across ranks, so every rank returns the same figures (the loss up to the order of
+    the float64 additions). ``model`` is the plain module, not a DDP wrapper.
+    """
     was_training = model.training
     model.eval()
+    first, stop = 0, len(x)
+    if distributed:
+        first, stop = ddp.shard_bounds(len(x), batch_size, ddp.rank(), ddp.world_size())
     correct, total_loss = 0, 0.0
-    for start in range(0, len(x), batch_size):
+    for start in range(first, stop, batch_size):
         xb = x[start:start + batch_size].to(device)
         yb = y[start:start + batch_size].to(device)
         logits = model(xb)
         total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct += int((logits.argmax(dim=1) == yb).sum())
     model.train(was_training)
+    if distributed:
+        sums = ddp.all_sum(torch.tensor([float(correct), total_loss], dtype=torch.float64))
+        correct, total_loss = int(sums[0]), float(sums[1])
     return correct / len(x), total_loss / len(x)
 
 
@@ -126,6 +144,15 @@ class Trainer:
     atomically after every epoch; ``out/run.json`` holds the final record. With
     ``resume=True`` a run continues from its checkpoint and ends with the metrics an
     unbroken run would have (timings aside).
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), :meth:`run` opens the default
+    process group itself (NCCL on CUDA, each rank on ``cuda:LOCAL_RANK``; gloo on the
+    CPU) unless one is open already, trains a ``DistributedDataParallel`` copy on every
+    rank and closes the group it opened. The ranks probe, evaluate and train on their
+    shares, rank 0 selects (:mod:`adacore.distributed.ddp`); rank 0 alone holds the
+    folder lock and writes the files, and on resume reads the checkpoint and hands it
+    to the others. Every rank returns the same record, the single-process run's up to
+    the order of float additions.
     """
 
     def __init__(self, config: TrainConfig, out: str | Path, *, quiet: bool = False,
@@ -135,9 +162,8 @@ class Trainer:
         self.quiet = quiet
         self.splits = splits
 
-    def _setup(self):
+    def _setup(self, device):
         config = self.config
-        device = config.resolved_device()
         splits = self.splits or load_dataset(config.dataset, root=config.data_root,
                                              imbalance_ratio=config.imbalance_ratio,
                                              seed=config.seed)
@@ -152,30 +178,60 @@ class Trainer:
         scheduler = build_scheduler(optimizer, schedule=config.schedule, epochs=config.epochs,
                                     warmup_epochs=config.warmup_epochs)
         self.augment_generator = torch.Generator().manual_seed(config.seed + 1)
+        # the augmentation runs in the loader, on whole global batches (see its transform)
+        augment = None
+        if config.augment == "crop_flip":
+            def augment(inputs):
+                return random_crop_flip(inputs, padding=4, generator=self.augment_generator)
         loader = CoresetLoader(splits.train.x, splits.train.y, config.strategy(),
                                batch_size=config.batch_size, select_every=config.select_every,
                                warm_start_epochs=config.warm_start_epochs, space=config.space,
+                               probe_batch_size=config.probe_batch_size,
                                seed=config.seed, device=device, val_x=splits.val.x,
-                               val_y=splits.val.y, projection_dim=config.projection_dim)
-        return device, splits, model, optimizer, scheduler, loader
+                               val_y=splits.val.y, projection_dim=config.projection_dim,
+                               transform=augment)
+        return splits, model, optimizer, scheduler, loader
 
     def run(self, *, resume: bool = False) -> dict:
         """Train (or continue) and return the run record; one run per folder at a time."""
-        with FolderLock(self.out):
-            return self._run(resume=resume)
+        device = ddp.rank_device(self.config.resolved_device())
+        with ddp.process_group(device), contextlib.ExitStack() as held:
+            def lock() -> None:
+                held.enter_context(FolderLock(self.out))
 
-    def _run(self, *, resume: bool) -> dict:
-        config = self.config
+            # rank 0's lock covers the run: the other ranks write nothing to the folder
+            ddp.on_rank0(lock)
+            return self._run(resume=resume, device=device)
+
+    def _open_folder(self, resume: bool) -> tuple[dict | None, list[dict]]:
+        """Check ``out`` for this run (rank 0): the checkpoint to resume from (or None)
+        and the metrics rows up to it; a fresh run starts an empty log."""
         self.out.mkdir(parents=True, exist_ok=True)
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
-        device, splits, model, optimizer, scheduler, loader = self._setup()
-        history: list[dict] = []
-        totals = {"examples": 0, "wall": 0.0}
         if resume and checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path)
-            if not same_settings(state["config"], config):
+            if not same_settings(state["config"], self.config):
                 raise InputError(f"--resume: the checkpoint in {str(self.out)!r} was written "
                                  f"with other settings; use another --out or the same flags")
+            epoch = int(state["loader"]["epoch"])
+            history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= epoch]
+            rewrite_jsonl(metrics_path, history)
+            return state, history
+        if metrics_path.exists() or checkpoint_path.exists():
+            if not resume:
+                raise InputError(f"--out: {str(self.out)!r} already holds a run; pass --resume "
+                                 f"to continue it or choose another folder")
+        else:
+            rewrite_jsonl(metrics_path, [])
+        return None, []
+
+    def _run(self, *, resume: bool, device) -> dict:
+        config = self.config
+        metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
+        splits, model, optimizer, scheduler, loader = self._setup(device)
+        state, history = ddp.on_rank0(lambda: self._open_folder(resume))
+        totals = {"examples": 0, "wall": 0.0}
+        if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -183,21 +239,20 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.augment_generator.set_state(state["augment_rng"])
             totals = dict(state["totals"])
-            history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= loader.epoch_]
-            rewrite_jsonl(metrics_path, history)
-        elif metrics_path.exists() or checkpoint_path.exists():
-            if not resume:
-                raise InputError(f"--out: {str(self.out)!r} already holds a run; pass --resume "
-                                 f"to continue it or choose another folder")
-        else:
-            rewrite_jsonl(metrics_path, [])
+        # trained through the DDP wrapper (the model itself in one process); probed,
+        # evaluated and saved as the plain model
+        trained = ddp.wrap_model(model, device)
+        chief = ddp.rank() == 0
 
         progress = _progress(range(loader.epoch_, config.epochs), total=config.epochs,
-                             initial=loader.epoch_, quiet=self.quiet,
+                             initial=loader.epoch_, quiet=self.quiet or not chief,
                              desc=f"{config.method} seed {config.seed}")
         for _ in progress:
-            row = self._epoch(model, optimizer, scheduler, loader, splits, device, totals)
+            row = self._epoch(trained, model, optimizer, scheduler, loader, splits, device,
+                              totals)
             history.append(row)
+            if not chief:
+                continue
             append_jsonl(metrics_path, row)
             save_checkpoint({"config": dataclasses.asdict(config), "model": model.state_dict(),
                              "optimizer": optimizer.state_dict(),
@@ -209,11 +264,13 @@ class Trainer:
                 progress.set_postfix(val=f"{row['val_accuracy']:.3f}",
                                      test=f"{row['test_accuracy']:.3f}")
         record = run_record(config, history)
-        atomic_write_bytes(self.out / "run.json", json.dumps(record, indent=1).encode())
+        if chief:
+            atomic_write_bytes(self.out / "run.json", json.dumps(record, indent=1).encode())
         return record
 
-    def _epoch(self, model, optimizer, scheduler, loader, splits, device, totals) -> dict:
-        model.train()
+    def _epoch(self, trained, model, optimizer, scheduler, loader, splits, device,
+               totals) -> dict:
+        trained.train()
         loss_sum, weight_sum = 0.0, 0.0
         start = time.perf_counter()
         batches = loader.epoch(model)
@@ -221,31 +278,36 @@ class Trainer:
         for step, (xb, yb, wb) in enumerate(batches):
             if step == 0 and loader.last_selection_ is not None:
                 select_seconds = loader.last_selection_["select_seconds"]
-            if self.config.augment == "crop_flip":
-                xb = random_crop_flip(xb, padding=4, generator=self.augment_generator)
-            losses = F.cross_entropy(model(xb), yb, reduction="none")
-            loss = (wb * losses).sum() / wb.sum()
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"training: the loss became {float(loss.detach())} at epoch "
+            losses = F.cross_entropy(trained(xb), yb, reduction="none")
+            # distributed: this rank's share, scaled so that DDP's gradient average is
+            # the global batch's; batch_loss is the global batch's on every rank, so a
+            # non-finite one stops all ranks at the same step
+            loss, batch_loss, batch_weight = ddp.weighted_loss(losses, wb)
+            if not torch.isfinite(batch_loss):
+                raise NonFiniteLoss(f"training: the loss became {float(batch_loss)} at epoch "
                                     f"{loader.epoch_}; lower --lr. The last good checkpoint "
                                     f"is kept in {str(self.out)!r}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             fault_point("train_step")
             optimizer.step()
-            loss_sum += float(loss.detach()) * float(wb.sum())
-            weight_sum += float(wb.sum())
+            loss_sum += float(batch_loss) * float(batch_weight)
+            weight_sum += float(batch_weight)
         scheduler.step()
+        # DDP hands rank 0's buffers out before each forward, not after the last one
+        ddp.broadcast_buffers(model)
         train_seconds = time.perf_counter() - start - select_seconds
         examples = loader.examples_this_epoch()
         totals["examples"] += examples
         totals["wall"] += select_seconds + train_seconds
         start = time.perf_counter()
+        distributed = ddp.is_distributed()
         val_accuracy, val_loss = evaluate(model, splits.val.x, splits.val.y,
-                                          batch_size=self.config.eval_batch_size, device=device)
+                                          batch_size=self.config.eval_batch_size, device=device,
+                                          distributed=distributed)
         test_accuracy, test_loss = evaluate(model, splits.test.x, splits.test.y,
                                             batch_size=self.config.eval_batch_size,
-                                            device=device)
+                                            device=device, distributed=distributed)
         selection = loader.last_selection_ or {}
         return {"epoch": loader.epoch_, "train_loss": loss_sum / max(weight_sum, 1e-12),
                 "val_accuracy": val_accuracy, "val_loss": val_loss,
