@@ -208,6 +208,8 @@ def _compare(args: argparse.Namespace) -> int:
     target = args.target if args.target is not None else scenario.get("target")
     paths = compare(settings, [m.strip() for m in methods], seeds, args.out, target=target,
                     resume=args.resume, quiet=args.quiet)
+    if not paths:          # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     print(Path(paths["results_md"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values() if p is not None))
     return 0

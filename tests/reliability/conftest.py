@@ -14,6 +14,9 @@
 - The fuzz tests read their seeded mutation campaigns' size from the ``campaign_size``
   fixture: 150 mutants per seed file in CI, 3,000 in soak mode. They run every reader
   in a separate process, :class:`ReaderProcess` (the ``reader_process`` fixture).
+- The kill loop (test_kill_loop.py) gets one test per trial through the ``kill_trial``
+  parameter and its run length from the ``kill_loop`` fixture: 20 trials of 10-epoch
+  runs with up to 2 kills each in CI, 200 trials of 24-epoch runs with up to 4 in soak.
 """
 
 from __future__ import annotations
@@ -45,6 +48,22 @@ CAMPAIGN_SIZE = 3000 if SOAK else 150
 def campaign_size() -> int:
     """How many seeded mutants each fuzz campaign feeds to a reader."""
     return CAMPAIGN_SIZE
+
+
+# the kill loop: trials (one test each), epochs of each run, most SIGKILLs before a resume
+KILL_LOOP = (dict(trials=200, epochs=24, max_kills=4) if SOAK
+             else dict(trials=20, epochs=10, max_kills=2))
+
+
+@pytest.fixture(scope="session")
+def kill_loop() -> dict:
+    """The kill loop's ``trials``, ``epochs`` and ``max_kills`` for this mode."""
+    return dict(KILL_LOOP)
+
+
+def pytest_generate_tests(metafunc):
+    if "kill_trial" in metafunc.fixturenames:
+        metafunc.parametrize("kill_trial", range(KILL_LOOP["trials"]))
 
 
 # ---------------------------------------------------------------- the reader process

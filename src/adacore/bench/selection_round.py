@@ -3,7 +3,8 @@
 The DESIGN's budget: a round should cost at most one full epoch. Both are timed in one
 process, interleaved and repeated; the table reports median seconds and the ratio
 round / epoch. The model is trained for one epoch first, so the gradients are those of
-a model part-way through training.
+a model part-way through training. The last column is the round's gradient error
+(preconditioned, for AdaCore), so that a faster engine's price in quality shows.
 
     adacore bench round [--repeats 3] [--fraction 0.01]
 """
@@ -34,8 +35,9 @@ def full_epoch(model, optimizer, x, y, generator, batch_size=128):
         optimizer.step()
 
 
-def selection_round(model, x, y, method, space, fraction):
-    strategy = get_strategy(method, fraction=fraction)
+def selection_round(model, x, y, method, space, fraction, neighbors=None):
+    options = {} if neighbors is None else {"neighbors": neighbors}
+    strategy = get_strategy(method, fraction=fraction, **options)
     wants_diag = "hessian_diag" in strategy.requires
     result = probe(model, x, y, space=space, hessian="closed_form" if wants_diag else None,
                    batch_size=4096)
@@ -47,6 +49,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fraction", type=float, default=0.01)
+    parser.add_argument("--neighbors", type=int, nargs="*", default=[32],
+                        help="also time the sparse engine with these K (logit space)")
     args = parser.parse_args(argv)
     splits = load_dataset("mnist")
     x, y = splits.train.x, splits.train.y
@@ -60,20 +64,29 @@ def main(argv=None):
         for space in ("logits", "last_layer"):
             cases[f"{method} round, {space}"] = (
                 lambda m=method, s=space: selection_round(model, x, y, m, s, args.fraction))
+        for neighbors in args.neighbors:
+            cases[f"{method} round, logits, sparse K = {neighbors}"] = (
+                lambda m=method, k=neighbors: selection_round(model, x, y, m, "logits",
+                                                              args.fraction, k))
     times = {name: [] for name in cases}
+    errors = {}
     for _ in range(args.repeats):
         for name, case in cases.items():
             start = time.perf_counter()
-            case()
+            coreset = case()
             times[name].append(time.perf_counter() - start)
+            if coreset is not None:
+                errors[name] = coreset.metadata.get("preconditioned_gradient_error",
+                                                    coreset.metadata.get("gradient_error"))
     epoch = statistics.median(times["full epoch (SGD, batch 128)"])
     print(f"\nMNIST 50,000 x 784, MLP 784-100-10, fraction {args.fraction}; median of "
           f"{args.repeats}; torch threads {torch.get_num_threads()}\n")
-    print("| work | seconds | / full epoch |")
-    print("|---|---|---|")
+    print("| work | seconds | / full epoch | gradient error of the round |")
+    print("|---|---|---|---|")
     for name in cases:
         seconds = statistics.median(times[name])
-        print(f"| {name} | {seconds:.2f} | {seconds / epoch:.2f} |")
+        error = f"{errors[name]:.4f}" if errors.get(name) is not None else "-"
+        print(f"| {name} | {seconds:.2f} | {seconds / epoch:.2f} | {error} |")
 
 
 if __name__ == "__main__":

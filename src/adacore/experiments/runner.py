@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
             target: float | None = None, resume: bool = False, quiet: bool = False) -> dict:
     """Every method with every seed on the same settings, then ``results.json/.md`` and plots.
 
-    Each run lives in ``out/METHOD/seed_S``; with ``resume`` finished runs are read back
+    Under ``torchrun`` every rank takes part in each run and rank 0 alone writes the
+    report (the other ranks return an empty dict). Each run lives in ``out/METHOD/seed_S``; with ``resume`` finished runs are read back
     and unfinished ones continue from their checkpoints. All methods with a given seed
     share the model initialisation, the data split and the batch-order seed.
     """
@@ -104,6 +106,10 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                   f"at best val (epoch {record['best_val_epoch']}), selection "
                   f"{record['select_seconds']:.1f} s, training {record['train_seconds']:.1f} s, "
                   f"visited {record['fraction_visited']:.0%}", file=sys.stderr)
+    if int(os.environ.get("RANK", "0")) != 0:
+        # under torchrun every rank ran the comparison (each run's group is closed by
+        # now); the report is rank 0's to write
+        return {}
     return write_report(runs, out, target=target)
 
 

@@ -14,7 +14,7 @@ import torch
 from torch.nn import functional as F
 
 from adacore._faults import fault_point
-from adacore.atomic import atomic_write_bytes
+from adacore.atomic import atomic_write_bytes, remove_stale_temporaries
 from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model
@@ -205,8 +205,14 @@ class Trainer:
 
     def _open_folder(self, resume: bool) -> tuple[dict | None, list[dict]]:
         """Check ``out`` for this run (rank 0): the checkpoint to resume from (or None)
-        and the metrics rows up to it; a fresh run starts an empty log."""
+        and the metrics rows up to it; a fresh run starts an empty log.
+
+        Runs under the folder lock, so the temporary files of atomic writes found here
+        are leftovers of a killed run (never a live writer's) and are removed.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
+        for name in ("checkpoint.pt", "metrics.jsonl", "run.json"):
+            remove_stale_temporaries(self.out, name)
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
         if resume and checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path)
@@ -217,12 +223,12 @@ class Trainer:
             history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= epoch]
             rewrite_jsonl(metrics_path, history)
             return state, history
-        if metrics_path.exists() or checkpoint_path.exists():
-            if not resume:
-                raise InputError(f"--out: {str(self.out)!r} already holds a run; pass --resume "
-                                 f"to continue it or choose another folder")
-        else:
-            rewrite_jsonl(metrics_path, [])
+        if not resume and (metrics_path.exists() or checkpoint_path.exists()):
+            raise InputError(f"--out: {str(self.out)!r} already holds a run; pass --resume "
+                             f"to continue it or choose another folder")
+        # a fresh run, or a resume of one killed before its first checkpoint: whatever
+        # rows it logged are redone, so the log starts empty
+        rewrite_jsonl(metrics_path, [])
         return None, []
 
     def _run(self, *, resume: bool, device) -> dict:
