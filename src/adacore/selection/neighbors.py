@@ -75,7 +75,8 @@ def _block_topk(queries: torch.Tensor, base: torch.Tensor,
 
 
 def _cells(n: int) -> int:
-    return max(1, min(n // 8, round(4 * math.sqrt(n))))
+    # about 4 sqrt(n) cells, with at least 40 points each to train on (faiss asks 39)
+    return max(1, min(n // 40, round(4 * math.sqrt(n))))
 
 
 def _training_sample(n: int, cells: int, rng: np.random.Generator) -> np.ndarray:
