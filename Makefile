@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(PIP) install --quiet -e '.[dev,bench]'
 	$(PY) -m adacore.cli bench facility
 	$(PY) -m adacore.cli bench round
+	$(PY) -m adacore.cli bench sparse
+	$(PY) -m adacore.cli bench scaling
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -237,3 +237,18 @@ def test_cli_select_sparse_and_memory_bounds(tmp_path, capsys):
     assert main(common[:-1] + ["random", "--out", str(tmp_path / "e.npz"),
                                "--neighbors", "5"]) == 2
     assert "--neighbors" in capsys.readouterr().err
+
+
+def test_cli_run_with_the_sparse_engine_and_a_memory_bound(tmp_path, capsys):
+    from adacore.cli import main
+
+    common = ["run", "--dataset", "digits", "--model", "mlp", "--method", "craig",
+              "--fraction", "0.1", "--epochs", "1", "--quiet", "--device", "cpu"]
+    assert main(common + ["--neighbors", "8", "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "run.json").exists()
+    # each class (about 130 points) fits neither engine in 10 kB: refused, one line
+    assert main(common + ["--max-memory", "10kB", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "max_memory" in err
+    assert main(common + ["--max-memory", "plenty", "--out", str(tmp_path / "c")]) == 2
+    assert not (tmp_path / "c").exists()

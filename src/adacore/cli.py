@@ -116,6 +116,11 @@ _HELP = {
     "device": "auto, cpu or cuda",
     "projection_dim": "randomly project the probe's vectors to this width (not for adacore)",
     "augment": "batch augmentation: none or crop_flip (CIFAR)",
+    "probe_batch_size": "examples per batch of the selection's probe",
+    "eval_batch_size": "examples per batch of evaluation",
+    "neighbors": "adacore/craig: select on each point's K nearest neighbours (sparse engine)",
+    "max_memory": "adacore/craig: memory one class's selection may use, e.g. 4GB (default "
+                  "half the machine's); over it the sparse engine runs, or the run refuses",
 }
 
 
@@ -135,7 +140,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f"(default {default})")
             continue
         kind = type(default) if default is not None else (
-            {"imbalance_ratio": float, "projection_dim": int}.get(field.name, str))
+            {"imbalance_ratio": float, "projection_dim": int, "neighbors": int}.get(field.name, str))
         parser.add_argument(flag, type=kind, default=None,
                             help=f"{_HELP.get(field.name, '')} (default {default})".strip())
 

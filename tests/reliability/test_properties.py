@@ -235,6 +235,9 @@ def assert_gradmatch_reports_its_shortfall(coreset, requested):
     for label, wanted in requested.items():
         held = coreset.budgets.get(label, 0)
         assert held <= wanted
+        if meta["stop_reasons"][label] == "zero_target":    # nothing to match: drawn
+            assert held == wanted == meta["zero_target"][label] and label not in stopped
+            continue
         assert held == stopped.get(label, wanted) - dropped.get(label, 0), (label, meta)
         assert (label in stopped) == (meta["stop_reasons"][label] != "budget")
 
@@ -248,6 +251,8 @@ def test_gradmatch_with_fill_meets_its_budgets(problem, fraction):
     requested = per_class_budgets(labels, budget_from_fraction(fraction, X.shape[0]))
     assert coreset.budgets == requested
     for label, wanted in requested.items():
+        if label in coreset.metadata["zero_target"]:
+            continue
         omp_kept = (coreset.metadata["omp_stopped_early"].get(label, wanted)
                     - coreset.metadata["zero_weight_dropped"].get(label, 0))
         assert coreset.metadata["filled"].get(label, 0) == wanted - omp_kept

@@ -18,6 +18,7 @@ from adacore.atomic import atomic_write_bytes, remove_stale_temporaries
 from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model
+from adacore.selection.memory import parse_memory
 from adacore.strategies import get_strategy
 from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
                                          rewrite_jsonl, save_checkpoint)
@@ -60,6 +61,8 @@ class TrainConfig:
     probe_batch_size: int = 2048
     augment: str = "none"
     projection_dim: int | None = None
+    neighbors: int | None = None
+    max_memory: str | None = None
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -72,6 +75,10 @@ class TrainConfig:
         check_int("eval_batch_size", self.eval_batch_size, 1)
         check_int("probe_batch_size", self.probe_batch_size, 1)
         check_choice("augment", self.augment, AUGMENTATIONS)
+        if self.neighbors is not None:
+            check_int("neighbors", self.neighbors, 1)
+        if self.max_memory is not None:
+            parse_memory(self.max_memory)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr: got {self.lr!r}, expected a finite number > 0")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
@@ -91,6 +98,12 @@ class TrainConfig:
         if self.method == "adacore":
             options.setdefault("beta2", self.beta2)
             options.setdefault("eps", self.eps)
+        if self.method in ("adacore", "craig"):
+            # the selection engine's bounds; the other methods build no n x n matrix
+            if self.neighbors is not None:
+                options.setdefault("neighbors", self.neighbors)
+            if self.max_memory is not None:
+                options.setdefault("max_memory", self.max_memory)
         if self.method == "glister":
             options.setdefault("eta", self.lr)   # the Taylor step is the training step
         return get_strategy(self.method, **options)
