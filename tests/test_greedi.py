@@ -244,3 +244,17 @@ def test_cli_select_on_a_scheduler(cluster, mixture, tmp_path):
     assert distributed_pick.budgets == central.budgets
     assert distributed_pick.weights.sum() == central.weights.sum() == len(labels)
     assert main(common + ["--out", str(tmp_path / "e.npz"), "--partitions", "2"]) == 2
+
+
+def test_sparse_partitions(cluster, mixture):
+    """neighbors= solves each partition on its neighbour graph; quality stays close."""
+    X, labels = mixture
+    _, client = cluster
+    dense = facility_location(X, 60)
+    sparse = greedi(X, 60, client=client, partitions=2, neighbors=24)
+    assert sparse.weights.sum() == X.shape[0] and len(set(sparse.indices.tolist())) == 60
+    cost = {name: nearest(X, coreset.indices)[0].sum()
+            for name, coreset in (("dense", dense), ("sparse", sparse))}
+    assert cost["sparse"] <= 1.08 * cost["dense"], cost
+    with pytest.raises(InputError, match="neighbors"):
+        greedi(X, 60, client=client, neighbors=0)

@@ -2,8 +2,8 @@
 
 Mirzasoleiman, Karbasi, Sarkar and Krause (NIPS 2013), "Distributed submodular
 maximization". Each class's rows are split at random into m partitions; every
-partition runs the ordinary greedy (:func:`similarity_matrix` and
-:func:`greedy_facility_location`, the same optimizer) on a worker; the union of their
+partition runs the ordinary greedy (:func:`adacore.selection.facility_location.solve`,
+the same optimizer and engine) on a worker; the union of their
 picks is solved once more by greedy on a worker; the answer is the better of that
 merged solution and the best single-partition solution, both judged on all of the
 class's points.
@@ -31,8 +31,9 @@ import torch
 from adacore.coreset import Coreset
 from adacore.selection.budgets import BUDGET_MODES, per_class_budgets
 from adacore.selection.distances import pairwise_distances
-from adacore.selection.facility_location import (OPTIMIZERS, cluster_weights,
-                                                 greedy_facility_location, similarity_matrix)
+from adacore.selection.facility_location import OPTIMIZERS, solve
+from adacore.selection.memory import parse_memory
+from adacore.selection.neighbors import SEARCHES
 from adacore.validation import (InputError, as_labels, as_tensor, check_choice, check_int,
                                 fail)
 
@@ -46,7 +47,8 @@ _CONNECT_TIMEOUT = "10s"
 
 def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None,
            optimizer: str = "lazy", seed: int = 0, epsilon: float = 0.01,
-           budget: str = "proportional") -> Coreset:
+           budget: str = "proportional", neighbors: int | None = None,
+           neighbor_search: str = "auto", max_memory=None) -> Coreset:
     """Select ``k`` rows of ``X`` by GreeDi facility location on a Dask cluster.
 
     Parameters
@@ -76,6 +78,11 @@ def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None
         Accuracy parameter of the stochastic optimizer, in (0, 1).
     budget : {"proportional", "equal"}
         How ``k`` is split across classes (ignored without ``labels``).
+    neighbors, neighbor_search, max_memory
+        The engine of each partition's and the union's greedy, as in
+        :func:`adacore.facility_location`: the dense one by default, the sparse one on
+        each point's ``neighbors`` nearest (within its partition), or when a dense
+        block would exceed ``max_memory`` on the worker.
 
     Returns
     -------
@@ -108,6 +115,9 @@ def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None
     check_choice("budget", budget, BUDGET_MODES)
     if partitions is not None:
         partitions = check_int("partitions", partitions, 1)
+    engine = {"neighbors": None if neighbors is None else check_int("neighbors", neighbors, 1),
+              "neighbor_search": check_choice("neighbor_search", neighbor_search, SEARCHES),
+              "max_memory": None if max_memory is None else parse_memory(max_memory)}
     if labels is None:
         classes = {0: (np.arange(n), k)}
         budgets = {}
@@ -134,7 +144,7 @@ def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None
                 centralised = seed if labels is None else (seed, 0, label & 0xFFFFFFFF)
                 plans[label], pending[label] = _submit_class(
                     active, rows, members, budget_c, partitions, optimizer, epsilon, seed,
-                    label, centralised_entropy=centralised)
+                    label, centralised_entropy=centralised, engine=engine)
             solved = active.gather({label: futures["results"]
                                     for label, futures in pending.items()})
         finally:
@@ -179,7 +189,7 @@ def _connect(stack: ExitStack, distributed, client):
 
 def _submit_class(client, rows: np.ndarray, members: np.ndarray, budget: int,
                   partitions: int, optimizer: str, epsilon: float, seed: int, label: int,
-                  centralised_entropy) -> tuple[dict, dict]:
+                  centralised_entropy, engine: dict) -> tuple[dict, dict]:
     """Submit one class's whole GreeDi graph; nothing is waited for here.
 
     Returns the partitions' row numbers and the futures (data and results).
@@ -203,41 +213,44 @@ def _submit_class(client, rows: np.ndarray, members: np.ndarray, budget: int,
         return client.submit(function, *arguments, pure=False)
 
     solutions = [submit(_solve_partition, chunk, min(budget, part.shape[0]), optimizer,
-                        epsilon, entropy)
+                        epsilon, entropy, engine)
                  for chunk, part, entropy in zip(data, parts, entropies)]
-    merged = submit(_solve_union, solutions, budget, optimizer, epsilon, (seed, _MERGE, key))
+    merged = submit(_solve_union, solutions, budget, optimizer, epsilon, (seed, _MERGE, key),
+                    engine)
     shares = [submit(_evaluate, chunk, p, merged) for p, chunk in enumerate(data)]
     small = [submit(_without_rows, solution) for solution in solutions]
     return {"parts": parts}, {"data": data, "results": {
         "partitions": small, "merged": submit(_without_rows, merged), "shares": shares}}
 
 
+def _solve(points: np.ndarray, budget: int, optimizer: str, epsilon: float, entropy,
+           engine: dict):
+    """One greedy on a worker, on the engine the local problem calls for (dense, or the
+    neighbour graph when ``neighbors`` is given or the dense block exceeds max_memory)."""
+    return solve(_tensor(points), budget, optimizer=optimizer,
+                 rng=np.random.default_rng(np.random.SeedSequence(entropy)), epsilon=epsilon,
+                 seed=int(np.random.SeedSequence(entropy).generate_state(1)[0]), **engine)
+
+
 def _solve_partition(chunk: np.ndarray, budget: int, optimizer: str, epsilon: float,
-                     entropy) -> dict:
+                     entropy, engine: dict) -> dict:
     """Round one on a worker: greedy on one partition, with its picks' rows."""
-    similarity = similarity_matrix(_tensor(chunk))
-    order, gains = greedy_facility_location(
-        similarity, budget, optimizer=optimizer,
-        rng=np.random.default_rng(np.random.SeedSequence(entropy)), epsilon=epsilon)
     # the partition's own cluster sizes: the exact weights when it is the whole class
-    weights = cluster_weights(similarity, order)
+    order, gains, weights, _ = _solve(chunk, budget, optimizer, epsilon, entropy, engine)
     order = np.asarray(order, dtype=np.int64)
     return {"order": order, "gains": np.asarray(gains, dtype=np.float64),
             "weights": weights, "rows": chunk[order]}
 
 
 def _solve_union(solutions: list[dict], budget: int, optimizer: str, epsilon: float,
-                 entropy) -> dict:
+                 entropy, engine: dict) -> dict:
     """Round two on a worker: greedy on the union of the partitions' picks."""
     rows = np.concatenate([solution["rows"] for solution in solutions])
     sizes = [solution["order"].shape[0] for solution in solutions]
     owner = np.repeat(np.arange(len(solutions)), sizes)
     local = np.concatenate([solution["order"] for solution in solutions])
     # the first round's picks sum to at least min(budget, n_c) = budget
-    similarity = similarity_matrix(_tensor(rows))
-    order, gains = greedy_facility_location(
-        similarity, budget, optimizer=optimizer,
-        rng=np.random.default_rng(np.random.SeedSequence(entropy)), epsilon=epsilon)
+    order, gains, _, _ = _solve(rows, budget, optimizer, epsilon, entropy, engine)
     return {"order": np.asarray(order, dtype=np.int64),
             "gains": np.asarray(gains, dtype=np.float64),
             "offsets": np.concatenate([[0], np.cumsum(sizes)]),

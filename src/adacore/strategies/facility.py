@@ -62,9 +62,6 @@ class Craig(Strategy):
         if client is None and partitions is not None:
             raise InputError("partitions: GreeDi's partitions need a Dask client or "
                              "scheduler address (client / --scheduler)")
-        if client is not None and neighbors is not None:
-            raise InputError("neighbors: GreeDi solves its partitions densely; pass either "
-                             "a Dask client or neighbors, not both")
         self.client = client
         self.partitions = partitions
 
@@ -84,7 +81,9 @@ class Craig(Strategy):
                              .generate_state(1)[0])
             coreset = greedi(vectors, sum(budgets.values()), labels=labels, client=self.client,
                              partitions=self.partitions, optimizer=self.optimizer,
-                             seed=round_seed, epsilon=self.epsilon, budget=self.budget)
+                             seed=round_seed, epsilon=self.epsilon, budget=self.budget,
+                             neighbors=self.neighbors, neighbor_search=self.neighbor_search,
+                             max_memory=self.max_memory)
             coreset.budgets = budgets
             coreset.metadata["engine"] = "greedi"
         else:
