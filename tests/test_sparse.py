@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import adacore
-from adacore.selection.facility_location import (greedy_facility_location, plan_engine,
+from adacore.selection.facility_location import (auto_neighbors, greedy_facility_location,
+                                                 plan_engine,
                                                  similarity_matrix)
-from adacore.selection.memory import dense_bytes, parse_memory
+from adacore.selection.memory import dense_bytes, parse_memory, sparse_bytes
 from adacore.selection.neighbors import faiss_available, nearest_neighbors, neighbor_recall
 from adacore.selection.per_class import per_class_facility_location
 from adacore.selection.sparse import NeighborGraph, graph_constant, sparse_greedy
@@ -187,7 +188,12 @@ def test_dense_over_the_limit_switches_to_sparse_with_a_warning():
     limit = dense_bytes(6000, 30) - 1
     with pytest.warns(ResourceWarning, match="nearest neighbours"):
         coreset = adacore.facility_location(X, 30, max_memory=limit)
-    assert coreset.metadata["engine"] == "sparse" and coreset.metadata["neighbors"] == 32
+    assert coreset.metadata["engine"] == "sparse"
+    # about 4 n / k = 800 wanted, lowered until the graph fits under the limit
+    assert 32 <= coreset.metadata["neighbors"] < 800
+    assert sparse_bytes(6000, 8, coreset.metadata["neighbors"]) <= limit
+    assert auto_neighbors(6000, 8, 30, 10**12) == 800
+    assert auto_neighbors(100, 8, 50, 10**12) == 32 and auto_neighbors(20, 8, 1, 10**12) == 20
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert adacore.facility_location(X, 30, max_memory=dense_bytes(6000, 30)

@@ -206,8 +206,19 @@ def greedy_facility_location(similarity: torch.Tensor, k: int, *, optimizer: str
 
 
 # neighbours per point when a selection too large for the dense engine switches to the
-# sparse one by itself (K = 20-50 scored within 1% of dense greedy in our measurements)
-AUTO_NEIGHBORS = 32
+# sparse one by itself: about 4 n / k, so that the picks' neighbourhoods can cover the
+# class (on MNIST gradients at 1%, K = 4 n / k matched dense greedy's gradient error and
+# K = n / 64 was 40 times worse), at least 32, at most what max_memory allows
+MIN_AUTO_NEIGHBORS = 32
+
+
+def auto_neighbors(n: int, d: int, k: int, limit: int) -> int:
+    """K for a problem switched to the sparse engine: 4 n / k within [32, n], lowered to
+    the largest K whose graph fits in ``limit`` bytes (but never below 32)."""
+    wanted = min(n, max(MIN_AUTO_NEIGHBORS, math.ceil(4 * n / k)))
+    while wanted > MIN_AUTO_NEIGHBORS and sparse_bytes(n, d, wanted) > limit:
+        wanted = max(MIN_AUTO_NEIGHBORS, wanted * 3 // 4)
+    return min(n, wanted)
 
 
 def plan_engine(n: int, d: int, k: int, *, neighbors: int | None, max_memory) -> dict:
@@ -221,7 +232,7 @@ def plan_engine(n: int, d: int, k: int, *, neighbors: int | None, max_memory) ->
         need = dense_bytes(n, k)
         if need <= limit:
             return {"engine": "dense", "neighbors": None, "reason": ""}
-        neighbors = min(n, AUTO_NEIGHBORS)
+        neighbors = auto_neighbors(n, d, k, limit)
         reason = (f"the dense similarity of {n:,} points needs {format_bytes(need)}, over "
                   f"max_memory {format_bytes(limit)}: using {neighbors} nearest neighbours")
     else:
@@ -288,7 +299,8 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
         included) and run the sparse engine (:mod:`adacore.selection.sparse`): O(n K)
         memory, never an (n, n) matrix. None: the dense engine, unless its (n, n)
         matrix would exceed ``max_memory``, in which case the sparse engine runs with
-        32 neighbours and a ``ResourceWarning`` says so.
+        about 4 n / k neighbours (at least 32, fewer if memory asks) and a
+        ``ResourceWarning`` says so.
     neighbor_search : {"auto", "exact", "ivf", "faiss"}
         How the sparse engine finds neighbours (:mod:`adacore.selection.neighbors`):
         exact up to 20,000 points, then faiss when installed, else an inverted-file

@@ -40,7 +40,7 @@ class Craig(Strategy):
         How the neighbours are found.
     max_memory : int or str, optional
         Memory one class's problem may use; a class whose dense block would exceed it
-        is solved on 32 neighbours, one that fits neither engine is refused.
+        is solved on about 4 n_c / k_c neighbours, one that fits neither is refused.
     client : distributed.Client or str, optional
         Run the selection on a Dask cluster by GreeDi
         (:func:`adacore.distributed.greedi`): a client or a scheduler address.
