@@ -284,6 +284,8 @@ class State:
 def inspect_folder(run: Path, reference: Reference, kills: int, where: str) -> State:
     """Check that every results file in ``run`` reads completely and agrees with the
     reference; return the folder's state."""
+    if not run.exists():      # killed from outside before the run made its folder
+        return State()
     metrics = run / "metrics.jsonl"
     rows = []
     if metrics.exists():

@@ -1,7 +1,7 @@
 """Selection at scale: seconds and peak memory from 1,000 to 1,000,000 points.
 
 Every measurement runs in a fresh child process, so its peak resident memory
-(``ru_maxrss``) is its own: the figure includes the Python interpreter, torch and the
+(VmHWM, which exec resets) is its own: the figure includes the Python interpreter, torch and the
 data (reported apart as the baseline before the selection starts). Within one call the
 engines are run side by side at each size, so their ratios are comparable even on a
 noisy machine.

@@ -71,7 +71,8 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     """Every method with every seed on the same settings, then ``results.json/.md`` and plots.
 
     Under ``torchrun`` every rank takes part in each run and rank 0 alone writes the
-    report (the other ranks return an empty dict). Each run lives in ``out/METHOD/seed_S``; with ``resume`` finished runs are read back
+    report (the other ranks return an empty dict); with ``resume`` every rank checks
+    for finished runs itself, so the folder must be on a file system all ranks see. Each run lives in ``out/METHOD/seed_S``; with ``resume`` finished runs are read back
     and unfinished ones continue from their checkpoints. All methods with a given seed
     share the model initialisation, the data split and the batch-order seed.
     """

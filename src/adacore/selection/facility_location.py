@@ -213,8 +213,8 @@ MIN_AUTO_NEIGHBORS = 32
 
 
 def auto_neighbors(n: int, d: int, k: int, limit: int) -> int:
-    """K for a problem switched to the sparse engine: 4 n / k within [32, n], lowered to
-    the largest K whose graph fits in ``limit`` bytes (but never below 32)."""
+    """K for a problem switched to the sparse engine: 4 n / k within [32, n], lowered in
+    steps of a quarter until the graph fits in ``limit`` bytes (never below 32)."""
     wanted = min(n, max(MIN_AUTO_NEIGHBORS, math.ceil(4 * n / k)))
     while wanted > MIN_AUTO_NEIGHBORS and sparse_bytes(n, d, wanted) > limit:
         wanted = max(MIN_AUTO_NEIGHBORS, wanted * 3 // 4)
@@ -240,10 +240,15 @@ def plan_engine(n: int, d: int, k: int, *, neighbors: int | None, max_memory) ->
         reason = "neighbors given"
     need = sparse_bytes(n, d, neighbors)
     if need > limit:
-        raise InputError(f"max_memory: selecting from {n:,} points needs about "
-                         f"{format_bytes(min(need, dense_bytes(n, k)))} even with "
-                         f"{neighbors} neighbours, over the limit of {format_bytes(limit)}; "
-                         f"raise --max-memory, lower --neighbors, or split the data "
+        if reason == "neighbors given":
+            what = f"needs about {format_bytes(need)} with {neighbors} neighbours"
+            advice = "raise max_memory (--max-memory) or lower neighbors (--neighbors)"
+        else:
+            what = (f"needs about {format_bytes(dense_bytes(n, k))} dense and "
+                    f"{format_bytes(need)} with {neighbors} neighbours")
+            advice = "raise max_memory (--max-memory)"
+        raise InputError(f"max_memory: selecting from {n:,} points {what}, over the limit "
+                         f"of {format_bytes(limit)}; {advice}, or split the data "
                          f"(adacore.distributed.greedi)")
     return {"engine": "sparse", "neighbors": neighbors, "reason": reason}
 

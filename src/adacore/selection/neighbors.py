@@ -109,6 +109,10 @@ def _ivf(base: torch.Tensor, queries: torch.Tensor, k: int, *, probes: int, seed
     in_base = _grouped(_block_topk(base, centroids, 1)[1][:, 0], cells)
     in_queries = _grouped(_block_topk(queries, centroids, 1)[1][:, 0], cells)
     _, nearby = _block_topk(centroids, centroids, min(probes, cells))
+    # a cell always searches itself (with tied centroids, duplicates, topk may not say so)
+    own = torch.arange(cells, device=nearby.device)
+    missing = ~(nearby == own[:, None]).any(dim=1)
+    nearby[missing, -1] = own[missing]
     distances = torch.full((queries.shape[0], k), math.inf, device=base.device)
     indices = torch.full((queries.shape[0], k), -1, dtype=torch.long, device=base.device)
     for cell in range(cells):
@@ -131,7 +135,7 @@ def _faiss(base: torch.Tensor, queries: torch.Tensor, k: int, *, probes: int, se
     asked = np.ascontiguousarray((queries - center).cpu().numpy(), dtype=np.float32)
     cells = _cells(data.shape[0])
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(data.shape[1]), data.shape[1], cells)
-    index.cp.seed = seed
+    index.cp.seed = seed % 2**31           # faiss takes a signed 32-bit seed
     index.train(data[_training_sample(data.shape[0], cells, np.random.default_rng(seed))])
     index.add(data)
     index.nprobe = min(probes, cells)

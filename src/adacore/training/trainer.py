@@ -270,21 +270,27 @@ class Trainer:
             row = self._epoch(trained, model, optimizer, scheduler, loader, splits, device,
                               totals)
             history.append(row)
-            if not chief:
-                continue
-            append_jsonl(metrics_path, row)
-            save_checkpoint({"config": dataclasses.asdict(config), "model": model.state_dict(),
-                             "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(),
-                             "loader": loader.state_dict(), "torch_rng": torch.get_rng_state(),
-                             "augment_rng": self.augment_generator.get_state(),
-                             "totals": totals}, checkpoint_path)
-            if hasattr(progress, "set_postfix"):
+
+            def save(row=row) -> None:
+                append_jsonl(metrics_path, row)
+                save_checkpoint({"config": dataclasses.asdict(config),
+                                 "model": model.state_dict(),
+                                 "optimizer": optimizer.state_dict(),
+                                 "scheduler": scheduler.state_dict(),
+                                 "loader": loader.state_dict(),
+                                 "torch_rng": torch.get_rng_state(),
+                                 "augment_rng": self.augment_generator.get_state(),
+                                 "totals": totals}, checkpoint_path)
+
+            # rank 0 writes; a failed write (disk full) is raised on every rank, so none
+            # is left waiting in the next collective
+            ddp.on_rank0(save)
+            if chief and hasattr(progress, "set_postfix"):
                 progress.set_postfix(val=f"{row['val_accuracy']:.3f}",
                                      test=f"{row['test_accuracy']:.3f}")
         record = run_record(config, history)
-        if chief:
-            atomic_write_bytes(self.out / "run.json", json.dumps(record, indent=1).encode())
+        ddp.on_rank0(lambda: atomic_write_bytes(self.out / "run.json",
+                                                json.dumps(record, indent=1).encode()))
         return record
 
     def _epoch(self, trained, model, optimizer, scheduler, loader, splits, device,
