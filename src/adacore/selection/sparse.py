@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from adacore.selection.neighbors import nearest_neighbors, search_neighbors
+from adacore.selection.neighbors import EXACT_LIMIT, nearest_neighbors, search_neighbors
 
 
 def graph_constant(distances: torch.Tensor) -> float:
@@ -122,8 +122,8 @@ def nearest_pick_weights(X: torch.Tensor, order: list[int], graph: NeighborGraph
 
     A point covered through the graph goes to its most similar pick among its
     neighbours (ties to the earlier pick); the others, which no pick's neighbourhood
-    reached, to their nearest pick found by a search over the picks (exact or
-    approximate, as ``search``). Every pick belongs to its own cluster; the sizes sum
+    reached, to their nearest pick found by a search over the picks (exact up to
+    20,000 picks, beyond that approximate as ``search``). Every pick belongs to its own cluster; the sizes sum
     to n.
     """
     n = graph.n
@@ -141,6 +141,8 @@ def nearest_pick_weights(X: torch.Tensor, order: list[int], graph: NeighborGraph
     rest = np.flatnonzero(cluster < 0)
     if rest.shape[0]:
         rows = torch.from_numpy(rest).to(X.device)
+        # few picks: an index over them costs more than exact search
+        search = search if len(order) > EXACT_LIMIT else "exact"
         _, nearest = search_neighbors(X[torch.from_numpy(picks).to(X.device)], X[rows], 1,
                                       search=search, probes=probes, seed=seed)
         found = nearest[:, 0].cpu().numpy()
