@@ -258,3 +258,13 @@ def test_cli_run_with_the_sparse_engine_and_a_memory_bound(tmp_path, capsys):
     assert err.count("\n") == 0 and "max_memory" in err
     assert main(common + ["--max-memory", "plenty", "--out", str(tmp_path / "c")]) == 2
     assert not (tmp_path / "c").exists()
+
+
+def test_default_limit_respects_free_gpu_memory(monkeypatch):
+    from adacore.selection.memory import default_memory_limit, resolve_memory_limit
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (10**9, 8 * 10**9))
+    assert resolve_memory_limit(None, torch.device("cuda:0")) == min(default_memory_limit(),
+                                                                     8 * 10**8)
+    assert resolve_memory_limit(None, torch.device("cpu")) == default_memory_limit()
+    assert resolve_memory_limit("2GB", torch.device("cuda:0")) == 2 * 10**9

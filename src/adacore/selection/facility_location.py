@@ -221,13 +221,14 @@ def auto_neighbors(n: int, d: int, k: int, limit: int) -> int:
     return min(n, wanted)
 
 
-def plan_engine(n: int, d: int, k: int, *, neighbors: int | None, max_memory) -> dict:
+def plan_engine(n: int, d: int, k: int, *, neighbors: int | None, max_memory,
+                device=None) -> dict:
     """Which engine a problem of n points gets under the memory limit.
 
     Returns ``{"engine": "dense" | "sparse", "neighbors": K or None, "reason": str}``;
     refuses (:class:`InputError` naming ``max_memory``) when neither engine fits.
     """
-    limit = resolve_memory_limit(max_memory)
+    limit = resolve_memory_limit(max_memory, device)
     if neighbors is None:
         need = dense_bytes(n, k)
         if need <= limit:
@@ -262,7 +263,8 @@ def solve(X: torch.Tensor, k: int, *, optimizer: str = "lazy",
     Returns (order, gains, weights, info); ``info`` names the engine and, for the
     sparse one, the neighbours and the share of points the graph covered.
     """
-    plan = plan_engine(X.shape[0], X.shape[1], k, neighbors=neighbors, max_memory=max_memory)
+    plan = plan_engine(X.shape[0], X.shape[1], k, neighbors=neighbors, max_memory=max_memory,
+                       device=X.device)
     if plan["engine"] == "dense":
         similarity = similarity_matrix(X)
         order, gains = greedy_facility_location(similarity, k, optimizer=optimizer, rng=rng,
@@ -314,8 +316,8 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
         Cells searched per query by the approximate searches (recall against speed).
     max_memory : int or str, optional
         Memory the selection may use (bytes, or "4GB", "512MiB"); default half the
-        machine's memory. A selection that fits neither engine is refused with an
-        :class:`InputError`.
+        machine's memory (for CUDA input, at most 80% of the device's free memory). A
+        selection that fits neither engine is refused with an :class:`InputError`.
 
     Returns
     -------

@@ -48,8 +48,17 @@ def default_memory_limit() -> int:
     return machine_memory() // 2
 
 
-def resolve_memory_limit(max_memory) -> int:
-    return default_memory_limit() if max_memory is None else parse_memory(max_memory)
+def resolve_memory_limit(max_memory, device=None) -> int:
+    """``max_memory`` in bytes; by default half the machine's memory, and for a CUDA
+    device at most 80% of what is free on it."""
+    if max_memory is not None:
+        return parse_memory(max_memory)
+    limit = default_memory_limit()
+    if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        import torch
+        free, _ = torch.cuda.mem_get_info(device)
+        limit = min(limit, int(0.8 * free))
+    return limit
 
 
 def dense_bytes(n: int, k: int) -> int:
