@@ -62,8 +62,8 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> list[Path]
     ``folder/name`` left behind; return the paths removed.
 
     A process killed after ``atomic_write`` created its temporary file and before the
-    rename leaves ``.NAME.XXXXXXXX.tmp`` beside the target; nothing else removes it, so
-    each crash of a long run adds one. Only names of exactly that form (``tempfile``'s
+    rename leaves ``.NAME.<random>.tmp`` beside the target; unremoved, each crash of a
+    long run would add one (the trainer calls this at the start of every run). Only names of exactly that form (``tempfile``'s
     random part: lower-case letters, digits, underscores) are touched, never ``name``
     itself. Call it only while no other process can be writing ``name`` in ``folder``
     (a run holds its folder's lock): a live writer's temporary file matches too.
