@@ -335,9 +335,7 @@ class DistributedCoresetSampler:
 
     def share(self, size: int) -> slice:
         """This rank's positions within a global batch of ``size`` examples (maybe none)."""
-        per_rank, extra = divmod(size, self.world_size)
-        start = self.rank * per_rank + min(self.rank, extra)
-        return slice(start, start + per_rank + (1 if self.rank < extra else 0))
+        return slice(*shard_bounds(size, 1, self.rank, self.world_size))
 
     def global_batches(self) -> Iterator[GlobalBatch]:
         """One pass: every global batch, in order, with this rank's share marked."""

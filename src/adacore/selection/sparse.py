@@ -143,14 +143,14 @@ def nearest_pick_weights(X: torch.Tensor, order: list[int], graph: NeighborGraph
         rows = torch.from_numpy(rest).to(X.device)
         # few picks: an index over them costs more than exact search
         search = search if len(order) > EXACT_LIMIT else "exact"
-        _, nearest = search_neighbors(X[torch.from_numpy(picks).to(X.device)], X[rows], 1,
-                                      search=search, probes=probes, seed=seed)
+        picked = X[torch.from_numpy(picks).to(X.device)]
+        _, nearest = search_neighbors(picked, X[rows], 1, search=search, probes=probes,
+                                      seed=seed)
         found = nearest[:, 0].cpu().numpy()
         if (found < 0).any():   # an approximate search can come back empty: search exactly
             lost = np.flatnonzero(found < 0)
-            _, again = search_neighbors(X[torch.from_numpy(picks).to(X.device)],
-                                        X[rows[torch.from_numpy(lost).to(X.device)]], 1,
-                                        search="exact")
+            _, again = search_neighbors(picked, X[rows[torch.from_numpy(lost).to(X.device)]],
+                                        1, search="exact")
             found[lost] = again[:, 0].cpu().numpy()
         cluster[rest] = found
     cluster[picks] = np.arange(len(order))
