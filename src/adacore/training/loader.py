@@ -161,6 +161,8 @@ class CoresetLoader:
                         projection_seed=self.projection_seed)
             if val is not None:
                 inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
+                if "val_labels" in self.strategy.requires:
+                    inputs["val_labels"] = self.val_y.cpu().numpy()
         fault_point("selection")
 
         def choose() -> Coreset:
