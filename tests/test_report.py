@@ -13,9 +13,14 @@ from adacore.experiments import (accuracy_figure, gradient_error_figure, markdow
                                  plot_curves, plot_gradient_error, read_json,
                                  speedup_to_target, summarize, write_json, write_markdown,
                                  write_report)
+from adacore.experiments.report import paired_accuracy
+from adacore.experiments.statistics import paired_comparison, paired_differences, paired_test
 from adacore.validation import InputError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# t(0.975) on 2 degrees of freedom, in closed form: the t_2 quantile of q is
+# (2q - 1) / sqrt(2 q (1 - q)) (the CDF is 1/2 + t / (2 sqrt(2 + t^2)))
+T_975_DF2 = 0.95 / math.sqrt(2 * 0.975 * 0.025)
 
 
 def make_run(method, seed, *, val, test, wall, examples, grad, fraction, visited, select,
@@ -201,32 +206,165 @@ def test_speedup_rejects_bad_target(target, match):
         speedup_to_target(runs_three_methods(), target=target)
 
 
+# --------------------------------------------------------------------------- paired tests
+
+def test_paired_test_by_hand_three_seeds():
+    # differences 1, 2, 3: mean 2, s = 1, standard error 1 / sqrt(3), t = 2 sqrt(3) on 2 df
+    result = paired_test([1.0, 2.0, 3.0])
+    assert result["n"] == 3 and result["mean_diff"] == pytest.approx(2.0)
+    assert result["std_diff"] == pytest.approx(1.0)
+    half_width = T_975_DF2 / math.sqrt(3)                   # 4.3027 / sqrt(3) = 2.4841
+    assert result["ci95"] == pytest.approx([2.0 - half_width, 2.0 + half_width])
+    t = 2 * math.sqrt(3)
+    assert result["t_statistic"] == pytest.approx(t)
+    assert result["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t))   # 0.0742
+    # signed ranks all positive: P(W- = 0) = 1 / 2^3, two-sided 0.25
+    assert result["p_value_wilcoxon"] == pytest.approx(0.25)
+    assert result["note"] is None
+
+
+def test_paired_test_by_hand_two_seeds():
+    # differences 1, 3: mean 2, s = sqrt(2), standard error 1, t = 2 on 1 df (Cauchy):
+    # p = 1 - (2 / pi) atan(2), t(0.975) = tan(0.475 pi) = 12.706
+    result = paired_test([1.0, 3.0])
+    assert result["ci95"] == pytest.approx([2 - math.tan(0.475 * math.pi),
+                                            2 + math.tan(0.475 * math.pi)])
+    assert result["p_value"] == pytest.approx(1 - 2 / math.pi * math.atan(2.0))
+    assert result["p_value_wilcoxon"] == pytest.approx(0.5)
+
+
+def test_wilcoxon_by_hand_with_mixed_signs():
+    # |d| ranks 1, 2, 3, 4, the rank-2 difference negative: W- = 2; subsets of {1,2,3,4}
+    # summing to <= 2: {}, {1}, {2}, so P(W- <= 2) = 3 / 16 and two-sided p = 6 / 16
+    result = paired_test([1.0, -2.0, 3.0, 4.0])
+    assert result["p_value_wilcoxon"] == pytest.approx(6 / 16)
+    assert result["mean_diff"] == pytest.approx(1.5)
+
+
+def test_paired_test_undefined_cases_say_why():
+    # equal differences (as floats from accuracies: not bit-equal) have no spread
+    equal = paired_test([0.93 - 0.88, 0.95 - 0.90, 0.91 - 0.86])
+    assert equal["mean_diff"] == pytest.approx(0.05)
+    assert equal["p_value"] is None and equal["ci95"] is None
+    assert "same" in equal["note"]
+    assert equal["p_value_wilcoxon"] == pytest.approx(0.25)
+    zero = paired_test([0.0, 0.0, 0.0])
+    assert zero["p_value"] is None and zero["p_value_wilcoxon"] is None
+    assert "zero" in zero["note"]
+    one = paired_test([0.02])
+    assert one["mean_diff"] == pytest.approx(0.02) and one["p_value"] is None
+    assert "1 seed" in one["note"]
+    none = paired_test([])
+    assert none["mean_diff"] is None and "0 seeds" in none["note"]
+
+
+def test_paired_comparison_pairs_by_seed():
+    values = {"adacore": {0: 0.9, 1: 0.8, 2: 0.7}, "craig": {1: 0.6, 2: 0.6, 3: 0.1},
+              "random": {5: 0.5}}
+    result = paired_comparison(values)
+    assert list(result) == ["craig", "random"]
+    assert result["craig"]["seeds"] == [1, 2] and result["craig"]["vs"] == "adacore"
+    assert result["craig"]["mean_diff"] == pytest.approx(0.15)     # 0.2 and 0.1
+    assert result["random"]["seeds"] == [] and result["random"]["p_value"] is None
+    assert paired_comparison({"craig": {0: 0.5}}) == {}
+    with pytest.raises(InputError, match=r"reference\[0\]"):
+        paired_comparison({"adacore": {0: float("nan")}, "craig": {0: 0.5}})
+
+
+def test_paired_accuracy_uses_the_best_validation_headline():
+    runs = runs_three_methods()
+    result = paired_accuracy(runs)
+    # seed 0: adacore 0.93 (best-val epoch 2, not its best test 0.95), random 0.86
+    seeds, differences = paired_differences({0: 0.93, 1: 0.94, 2: 0.95},
+                                            {0: 0.86, 1: 0.83, 2: 0.86})
+    assert result["random"]["mean_diff"] == pytest.approx(float(np.mean(differences)))
+    assert result["random"]["seeds"] == seeds == [0, 1, 2]
+
+
 # --------------------------------------------------------------------------- markdown
 
 def test_markdown_table_cells():
     text = markdown_table(runs_three_methods(), target=0.9)
     lines = text.splitlines()
     assert lines[0] == ("Results on **mnist** with model **mlp**, fraction 1%, 3 seeds "
-                        "(mean ± std over seeds).")
+                        "(0, 1, 2; mean ± std over seeds).")
     assert ("| method | test acc. (best val) | final test acc. | visited | selection s | "
-            "training s | speedup to 90% |") in lines
+            "training s | speedup to 90% | AdaCore − method (95% CI, p) |") in lines
     assert "| adacore | 94.0 ± 1.0 (74%) | 95.0 ± 1.0 | 74.0 ± 4.0% | 12.0 ± 2.0 | " \
-           "8.0 ± 0.0 | 2.5× |" in lines
+           "8.0 ± 0.0 | 2.5× | — |" in lines
+    # AdaCore - random per seed: 7, 11, 9 points: mean 9, s 2, CI 9 -+ 4.303 * 2 / sqrt(3)
+    # = [4.03, 13.97]; t = 7.79 on 2 df: p = 1 - t / sqrt(2 + t^2) = 0.016
     assert "| random | 85.0 ± 1.7 (87%) | 86.7 ± 1.2 | 87.0 ± 0.0% | 0.10 ± 0.00 | " \
-           "9.0 ± 1.0 | not reached |" in lines
+           "9.0 ± 1.0 | not reached | +9.0 (+4.0 to +14.0, p = 0.016) |" in lines
+    # AdaCore - full: -4, -3, -3 points: mean -3.33, s 0.577, t = -10: p = 0.0099,
+    # CI -3.33 -+ 4.303 / 3 = [-4.77, -1.90]
     assert "| full | 97.3 ± 0.6 (100%) | 97.3 ± 0.6 | 100.0 ± 0.0% | 0.00 ± 0.00 | " \
-           "6.0 ± 1.5 | 1.0× |" in lines
+           "6.0 ± 1.5 | 1.0× | −3.3 (−4.8 to −1.9, p = 0.0099) |" in lines
     assert "- random: never reached 90% validation accuracy." in lines
+    assert any(line.startswith("Test accuracy") and "over 3 seeds" in line
+               and "scipy.stats.ttest_rel" in line for line in lines)
+    assert any(line.startswith("Wilcoxon") and "random p = 0.25, full p = 0.25" in line
+               for line in lines)
+    assert "Settings: not recorded (the runs carry no config)." in lines
+    assert "Command: not recorded." in lines
 
 
 def test_markdown_table_without_target_or_reference():
     lines = markdown_table(runs_two_methods()).splitlines()
     assert ("| method | test acc. (best val) | final test acc. | visited | selection s | "
-            "training s |") in lines
+            "training s | AdaCore − method (95% CI, p) |") in lines
     assert not any("speedup" in line for line in lines)
     lines = markdown_table(runs_two_methods(), target=0.9).splitlines()
-    assert any(line.startswith("| adacore |") and line.endswith("| n/a |") for line in lines)
+    assert any(line.startswith("| adacore |") and line.endswith("| n/a | — |")
+               for line in lines)
     assert any("'full' is not among the runs" in line for line in lines)
+    # without AdaCore there is nothing to pair
+    lines = markdown_table(copy.deepcopy(RANDOM + FULL)).splitlines()
+    assert not any("AdaCore − method" in line or "Wilcoxon" in line for line in lines)
+
+
+def test_markdown_table_single_seed_prints_values_alone():
+    text = markdown_table(copy.deepcopy([ADACORE[0], RANDOM[0]]))
+    lines = text.splitlines()
+    assert "± 0.0" not in text and "±" not in lines[2 + 2]
+    assert "1 seed (0; single runs, no standard deviation)" in lines[0]
+    assert "| adacore | 93.0 (70%) | 95.0 | 70.0% | 10.0 | 8.0 | — |" in lines
+    assert "| random | 86.0 (87%) | 86.0 | 87.0% | 0.10 | 8.0 | +7.0 (1 seed, no test) |" \
+        in lines
+    assert any("single runs" in line for line in lines if line.startswith("Test accuracy"))
+    assert "- random vs adacore: 1 seed in common: a paired test needs at least 2." in lines
+
+
+def test_markdown_table_with_different_seed_counts_has_a_seeds_column():
+    lines = markdown_table(copy.deepcopy(ADACORE + RANDOM[:1])).splitlines()
+    assert "1–3 seeds per method" in lines[0]
+    assert lines[2].startswith("| method | seeds | test acc. (best val) |")
+    assert "| adacore | 0, 1, 2 | 94.0 ± 1.0 (74%) |" in lines[4]
+    assert lines[5].startswith("| random | 0 | 86.0 (87%) | 86.0 | 87.0% |")
+
+
+def with_config(runs, **changes):
+    for run in runs:
+        run["config"] = {"dataset": "mnist", "model": "mlp", "method": run["method"],
+                         "seed": run["seed"], "fraction": run["fraction"], "epochs": 3,
+                         "select_every": 5, "batch_size": 32, "lr": 0.1, "budget":
+                         "proportional", "data_root": None, **changes.get(run["method"], {})}
+    return runs
+
+
+def test_markdown_table_states_settings_and_command():
+    runs = with_config(runs_three_methods(), full={"select_every": 1})
+    text = markdown_table(runs, command="adacore compare --config x.toml --out runs/x")
+    lines = text.splitlines()
+    assert ("Settings (every run): dataset `mnist`, model `mlp`, epochs `3`, batch_size "
+            "`32`, lr `0.1`, budget `proportional`.") in lines
+    # method and seed are the rows; data_root is None everywhere: left out
+    assert "data_root" not in text and "method `" not in text
+    assert ("Settings that differ: fraction: adacore `0.01`; random `0.01`; full `1.0`; "
+            "select_every: adacore `5`; random `5`; full `1`.") in lines
+    assert lines[-1] == "Command: `adacore compare --config x.toml --out runs/x`"
+    with pytest.raises(InputError, match="command"):
+        markdown_table(runs, command=["adacore", "compare"])
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -337,6 +475,10 @@ def test_gradient_error_only_for_methods_with_selection(tmp_path):
     assert [line.get_label() for line in axes.lines] == ["adacore (n=3)"]
     np.testing.assert_allclose(axes.lines[0].get_xdata(), [1, 3])
     np.testing.assert_allclose(axes.lines[0].get_ydata(), [0.3, 0.2])
+    # the history's gradient_error is on the raw gradients g: the title must not name
+    # AdaCore's preconditioned u
+    assert "g_i" in axes.get_title() and "u_i" not in axes.get_title()
+    assert "not preconditioned" in axes.get_title()
     path = plot_gradient_error(runs_three_methods(), tmp_path)
     assert path.name == "gradient_error.png"
     assert_png(path)
@@ -353,18 +495,43 @@ def test_seeds_with_different_epochs_are_rejected():
 
 def test_write_report(tmp_path):
     runs = runs_three_methods()
-    paths = write_report(runs, tmp_path / "out", target=0.9)
+    command = "adacore compare --methods adacore,random,full --seeds 0,1,2 --out out"
+    paths = write_report(runs, tmp_path / "out", target=0.9, command=command)
     assert set(paths) == {"results_json", "results_md", "accuracy_vs_epoch",
                           "accuracy_vs_examples", "accuracy_vs_seconds", "gradient_error"}
     document = read_json(paths["results_json"])
     assert document["runs"] == json.loads(json.dumps(runs))
     assert document["summary"][0]["test_accuracy_at_best_val"]["mean"] == pytest.approx(0.94)
     assert document["speedup"]["methods"]["adacore"]["speedup"] == pytest.approx(2.5)
-    assert paths["results_md"].read_text() == markdown_table(runs, target=0.9)
+    assert document["command"] == command
+    assert paths["results_md"].read_text() == markdown_table(runs, target=0.9,
+                                                             command=command)
+    assert f"Command: `{command}`" in paths["results_md"].read_text()
+    # paired: AdaCore minus each method, seed by seed (hand values: see
+    # test_markdown_table_cells; p on 2 df in closed form, 1 - t / sqrt(2 + t^2))
+    paired = document["paired"]
+    assert list(paired) == ["random", "full"]
+    random = paired["random"]
+    assert random["vs"] == "adacore" and random["seeds"] == [0, 1, 2]
+    assert random["mean_diff"] == pytest.approx(0.09)
+    half_width = T_975_DF2 * 0.02 / math.sqrt(3)
+    assert random["ci95"] == pytest.approx([0.09 - half_width, 0.09 + half_width])
+    t = 0.09 / (0.02 / math.sqrt(3))
+    assert random["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t))
+    assert random["p_value_wilcoxon"] == pytest.approx(0.25)      # 2 / 2^3: all positive
+    assert "ttest_rel" in random["test"] and random["note"] is None
+    assert paired["full"]["mean_diff"] == pytest.approx(-0.1 / 3)
+    assert paired["full"]["p_value"] == pytest.approx(1 - 10 / math.sqrt(102))
     for key in ("accuracy_vs_epoch", "accuracy_vs_examples", "accuracy_vs_seconds",
                 "gradient_error"):
         assert_png(paths[key])
     assert leftovers(tmp_path / "out") == []
+
+
+def test_write_report_without_adacore_has_no_paired_key(tmp_path):
+    paths = write_report(copy.deepcopy(RANDOM + FULL), tmp_path / "out")
+    document = read_json(paths["results_json"])
+    assert "paired" not in document and document["command"] is None
 
 
 def test_write_report_bad_input_writes_nothing(tmp_path):

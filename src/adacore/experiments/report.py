@@ -10,7 +10,9 @@ without a selection round.
 
 The headline number is the test accuracy at the epoch of best *validation* accuracy:
 epochs are never picked by test accuracy. When a run carries its history, the reported
-``best_val_epoch`` is checked against it.
+``best_val_epoch`` is checked against it. Where AdaCore is among the methods, every other
+method is compared with it seed by seed (the tests live in
+:mod:`adacore.experiments.statistics`).
 
 Every writer is atomic: the bytes go to a temporary file in the target's folder, are
 fsynced and then moved over the target with :func:`os.replace`, so a reader never sees a
@@ -34,11 +36,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from adacore.atomic import atomic_write_bytes
+from adacore.experiments.statistics import paired_comparison
 from adacore.validation import InputError, check_choice, check_fraction, fail
 
-__all__ = ["accuracy_figure", "gradient_error_figure", "markdown_table", "plot_curves",
-           "plot_gradient_error", "read_json", "speedup_to_target", "summarize",
-           "write_json", "write_markdown", "write_report"]
+__all__ = ["PAIRED_REFERENCE", "accuracy_figure", "gradient_error_figure", "markdown_table",
+           "paired_accuracy", "plot_curves", "plot_gradient_error", "read_json",
+           "settings_of", "speedup_to_target", "summarize", "write_json", "write_markdown",
+           "write_report"]
 
 _ACCURACY_KEYS = ("final_test_accuracy", "test_accuracy_at_best_val", "fraction_visited")
 _SECONDS_KEYS = ("select_seconds", "train_seconds", "eval_seconds")
@@ -57,6 +61,9 @@ _VIEWS = {
                 "accuracy_vs_seconds.png", True),
 }
 _GRADIENT_ERROR_FILE = "gradient_error.png"
+# the method every other is compared with, seed by seed, in results.json and results.md
+PAIRED_REFERENCE = "adacore"
+_HEADLINE = "test_accuracy_at_best_val"
 _TOLERANCE = dict(rel_tol=1e-9, abs_tol=1e-12)
 
 
@@ -338,16 +345,99 @@ def speedup_to_target(runs: Sequence[Mapping], *, target: float,
     return results
 
 
+def paired_accuracy(runs: Sequence[Mapping], *,
+                    reference: str = PAIRED_REFERENCE) -> dict[str, dict]:
+    """Every method against ``reference`` on the headline, paired by seed.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Run records (see :func:`summarize`).
+    reference : str, default "adacore"
+        The method every other is compared with.
+
+    Returns
+    -------
+    dict
+        Method -> ``{"vs", "seeds", "n", "mean_diff", "std_diff", "ci95", "t_statistic",
+        "p_value", "p_value_wilcoxon", "test", "test_wilcoxon", "note"}`` (see
+        :func:`adacore.experiments.statistics.paired_test`), for every method other than
+        ``reference``; differences are reference - method in test accuracy at the best
+        validation epoch (fractions, as in the runs), over the seeds both ran. Empty
+        when ``reference`` is not among the runs.
+    """
+    runs = _check_runs(runs)
+    values = {method: {int(run["seed"]): float(run[_HEADLINE]) for run in group}
+              for method, group in _group(runs).items()}
+    return paired_comparison(values, reference=reference)
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def settings_of(runs: Sequence[Mapping]) -> dict:
+    """The runs' settings (their ``config``), split into shared and differing ones.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Run records; each may carry ``config`` (the trainer's settings as a dict).
+
+    Returns
+    -------
+    dict
+        ``shared``: setting -> value, for the settings every run has with one value
+        (``method`` and ``seed`` left out, and settings that are None in every run);
+        ``differing``: setting -> {method: [values over its runs]} for the others;
+        ``missing``: how many runs carry no ``config``.
+    """
+    runs = _check_runs(runs)
+    configs = [run.get("config") for run in runs]
+    present = [(run, config) for run, config in zip(runs, configs)
+               if isinstance(config, Mapping)]
+    result: dict[str, Any] = {"shared": {}, "differing": {},
+                              "missing": len(runs) - len(present)}
+    keys = list(dict.fromkeys(key for _, config in present for key in config))
+    for key in keys:
+        if key in ("method", "seed"):
+            continue
+        values = [config.get(key) for _, config in present]
+        if all(value is None for value in values):
+            continue
+        texts = {_setting_text(value) for value in values}
+        if len(texts) == 1 and len(values) == len(runs):
+            result["shared"][key] = values[0]
+            continue
+        per_method: dict[str, list] = {}
+        for run, config in present:
+            entry = per_method.setdefault(run["method"], [])
+            if config.get(key) not in entry:
+                entry.append(config.get(key))
+        result["differing"][key] = per_method
+    return result
+
+
 # --------------------------------------------------------------------------- markdown
 
-def _percent(stats: Mapping[str, float]) -> str:
-    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+def _mean_text(stats: Mapping[str, float], n_seeds: int, digits: int, scale: float = 1.0,
+               suffix: str = "") -> str:
+    """``mean ± std``; with one seed the value alone (a std of one value is no std)."""
+    mean = f"{scale * stats['mean']:.{digits}f}"
+    if n_seeds == 1:
+        return mean + suffix
+    return f"{mean} ± {scale * stats['std']:.{digits}f}{suffix}"
 
 
-def _seconds(stats: Mapping[str, float]) -> str:
+def _percent(stats: Mapping[str, float], n_seeds: int, suffix: str = "") -> str:
+    return _mean_text(stats, n_seeds, 1, 100.0, suffix)
+
+
+def _seconds(stats: Mapping[str, float], n_seeds: int) -> str:
     # Two decimals below a second, so short selections do not all read 0.0.
-    digits = 1 if stats["mean"] >= 1 else 2
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+    return _mean_text(stats, n_seeds, 1 if stats["mean"] >= 1 else 2)
 
 
 def _fraction_label(fraction: float) -> str:
@@ -364,8 +454,66 @@ def _speedup_cell(entry: Mapping, reference: str, reference_present: bool) -> st
     return f"not reached by {reference}"
 
 
+def _p_text(p_value: float) -> str:
+    return "p < 0.001" if p_value < 0.001 else f"p = {p_value:.2g}"
+
+
+def _points(value: float) -> str:
+    """A difference of accuracies (fractions) in signed percentage points."""
+    return f"{100 * value:+.1f}".replace("-", "−")
+
+
+def _paired_cell(entry: Mapping | None) -> str:
+    if entry is None:
+        return "—"
+    if entry["n"] == 0:
+        return "no seed in common"
+    if entry["n"] == 1:
+        return f"{_points(entry['mean_diff'])} (1 seed, no test)"
+    if entry["p_value"] is None:
+        return f"{_points(entry['mean_diff'])} (no test: equal on every seed)"
+    low, high = entry["ci95"]
+    return (f"{_points(entry['mean_diff'])} ({_points(low)} to {_points(high)}, "
+            f"{_p_text(entry['p_value'])})")
+
+
+def _seed_words(summary: Sequence[Mapping]) -> tuple[str, bool]:
+    """How many seeds, in words, and whether the methods differ in that."""
+    counts = sorted({entry["n_seeds"] for entry in summary})
+    seed_sets = {tuple(entry["seeds"]) for entry in summary}
+    if len(counts) == 1 and len(seed_sets) == 1:
+        seeds = ", ".join(str(seed) for seed in summary[0]["seeds"])
+        if counts[0] == 1:
+            return f"1 seed ({seeds}; single runs, no standard deviation)", False
+        return f"{counts[0]} seeds ({seeds}; mean ± std over seeds)", False
+    return (f"{counts[0]}–{counts[-1]} seeds per method (see *seeds*; mean ± std over a "
+            f"method's seeds, the value alone for one seed)"), True
+
+
+def _settings_lines(runs: Sequence[Mapping], command: str | None) -> list[str]:
+    settings = settings_of(runs)
+    lines = []
+    if settings["shared"]:
+        lines.append("Settings (every run): " + ", ".join(
+            f"{key} `{_setting_text(value)}`" for key, value in settings["shared"].items())
+                     + ".")
+    if settings["differing"]:
+        parts = []
+        for key, per_method in settings["differing"].items():
+            parts.append(f"{key}: " + "; ".join(
+                f"{method} " + " / ".join(f"`{_setting_text(value)}`" for value in values)
+                for method, values in per_method.items()))
+        lines.append("Settings that differ: " + "; ".join(parts) + ".")
+    if settings["missing"] == len(runs):
+        lines.append("Settings: not recorded (the runs carry no config).")
+    elif settings["missing"]:
+        lines.append(f"Settings: {settings['missing']} of {len(runs)} runs carry no config.")
+    lines.append(f"Command: `{command}`" if command else "Command: not recorded.")
+    return lines
+
+
 def markdown_table(runs: Sequence[Mapping], *, target: float | None = None,
-                   reference: str = "full") -> str:
+                   reference: str = "full", command: str | None = None) -> str:
     """A Markdown results table in the poster's style, one row per method.
 
     Parameters
@@ -377,62 +525,102 @@ def markdown_table(runs: Sequence[Mapping], *, target: float | None = None,
         ``reference`` (see :func:`speedup_to_target`); no such column when None.
     reference : str, default "full"
         The method the speedups are measured against.
+    command : str, optional
+        The command line that produced the runs, stated under the table.
 
     Returns
     -------
     str
         A header line (dataset, model, coreset fraction, number of seeds), the table
         ``| method | test acc. (best val) | final test acc. | visited | selection s |
-        training s | speedup to X% |`` with cells such as ``94.4 ± 0.2 (74%)`` (test
-        accuracy in % at the epoch of best validation accuracy, the fraction of the
-        training set ever visited in parentheses), and notes on how it was measured.
+        training s | speedup to X% | AdaCore − method (95% CI, p) |`` with cells such as
+        ``94.4 ± 0.2 (74%)`` (test accuracy in % at the epoch of best validation
+        accuracy, the fraction of the training set ever visited in parentheses; a
+        method with one seed shows its value alone), notes on how it was measured, the
+        settings of the runs and the command. The speedup column needs ``target``; the
+        paired column needs AdaCore and another method; a *seeds* column appears when
+        the methods ran different seeds.
     """
+    if command is not None and not isinstance(command, str):
+        raise fail("command", command, "a string (the command line) or None")
     summary = summarize(runs)
     speedups = (speedup_to_target(runs, target=target, reference=reference)
                 if target is not None else None)
+    paired = paired_accuracy(runs) if len(summary) > 1 else {}
     fractions = sorted({entry["fraction"] for entry in summary if entry["fraction"] < 1}
                        or {1.0})
-    seed_counts = sorted({entry["n_seeds"] for entry in summary})
-    seeds = (f"{seed_counts[0]}" if len(seed_counts) == 1
-             else f"{seed_counts[0]}–{seed_counts[-1]}")
+    seed_text, mixed_seeds = _seed_words(summary)
     lines = [f"Results on **{summary[0]['dataset']}** with model **{summary[0]['model']}**, "
-             f"fraction {', '.join(_fraction_label(f) for f in fractions)}, "
-             f"{seeds} seed{'s' if seed_counts[-1] != 1 else ''} (mean ± std over seeds).",
+             f"fraction {', '.join(_fraction_label(f) for f in fractions)}, {seed_text}.",
              ""]
-    header = ["method", "test acc. (best val)", "final test acc.", "visited", "selection s",
-              "training s"]
+    header = ["method"] + (["seeds"] if mixed_seeds else []) + [
+        "test acc. (best val)", "final test acc.", "visited", "selection s", "training s"]
     if speedups is not None:
         header.append(f"speedup to {_fraction_label(target)}")
+    if paired:
+        header.append("AdaCore − method (95% CI, p)")
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for entry in summary:
+        n_seeds = entry["n_seeds"]
         visited = entry["fraction_visited"]
-        cells = [entry["method"].replace("|", "\\|"),
-                 f"{_percent(entry['test_accuracy_at_best_val'])} "
-                 f"({100 * visited['mean']:.0f}%)",
-                 _percent(entry["final_test_accuracy"]),
-                 f"{_percent(visited)}%",
-                 _seconds(entry["select_seconds"]),
-                 _seconds(entry["train_seconds"])]
+        cells = [entry["method"].replace("|", "\\|")]
+        if mixed_seeds:
+            cells.append(", ".join(str(seed) for seed in entry["seeds"]))
+        cells += [f"{_percent(entry['test_accuracy_at_best_val'], n_seeds)} "
+                  f"({100 * visited['mean']:.0f}%)",
+                  _percent(entry["final_test_accuracy"], n_seeds),
+                  _percent(visited, n_seeds, "%"),
+                  _seconds(entry["select_seconds"], n_seeds),
+                  _seconds(entry["train_seconds"], n_seeds)]
         if speedups is not None:
             cells.append(_speedup_cell(speedups[entry["method"]], reference,
                                        reference in speedups))
+        if paired:
+            cells.append(_paired_cell(paired.get(entry["method"])))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Test accuracy in % at the epoch of best validation accuracy (never chosen "
-                  "by test accuracy); in parentheses and under *visited*, the fraction of the "
-                  "training set ever selected. Seconds: selection and training, evaluation "
-                  "excluded."]
+    counts = sorted({entry["n_seeds"] for entry in summary})
+    over = (f"over {counts[0]} seed{'s' if counts[0] != 1 else ''}" if len(counts) == 1
+            else "over each method's seeds")
+    statistic = ("single runs" if counts == [1]
+                 else f"mean ± sample std (ddof 1) {over}")
+    lines += ["", f"Test accuracy in % at the epoch of best validation accuracy (never "
+                  f"chosen by test accuracy), {statistic}; in parentheses and under "
+                  f"*visited*, the fraction of the training set ever selected. Seconds: "
+                  f"selection and training, evaluation excluded."]
     if speedups is not None:
         lines[-1] += (f" Speedup: wall-clock seconds (selection included) for {reference} to "
                       f"first reach {_fraction_label(target)} validation accuracy, divided by "
                       f"the method's.")
+    if paired:
+        lines[-1] += (" AdaCore − method: the mean over the seeds both ran of AdaCore's test "
+                      "accuracy at best validation minus the method's, in percentage points; "
+                      "in parentheses the 95% confidence interval of that mean from the t "
+                      "distribution (n − 1 degrees of freedom) and the two-sided paired "
+                      "t-test's p-value (scipy.stats.ttest_rel). Seeds pair the runs: each "
+                      "seed shares the initialisation, the split and the batch order.")
+    if speedups is not None:
         notes = dict.fromkeys(entry["note"] for entry in speedups.values() if entry["note"])
         if reference not in speedups:
             lines += ["", f"Note: {next(iter(notes))}."]
         else:
-            lines += [""] + [f"- {method}: {entry['note']}." for method, entry
+            speedup_notes = [f"- {method}: {entry['note']}." for method, entry
                              in speedups.items() if entry["note"]]
-            if lines[-1] == "":
-                lines.pop()
+            if speedup_notes:
+                lines += [""] + speedup_notes
+    if paired:
+        wilcoxon = [f"{method} {_p_text(entry['p_value_wilcoxon'])}"
+                    if entry["p_value_wilcoxon"] is not None else f"{method} n/a"
+                    for method, entry in paired.items()]
+        most = max(entry["n"] for entry in paired.values())
+        floor = (f"; with {most} seeds it cannot go below p = {2 / 2 ** most:.2g}"
+                 if most >= 2 else "")
+        lines += ["", "Wilcoxon signed-rank test of the same differences (two-sided, "
+                      "scipy.stats.wilcoxon): " + ", ".join(wilcoxon) + floor + "."]
+        paired_notes = [f"- {method} vs adacore: {entry['note']}." for method, entry
+                        in paired.items() if entry["note"]]
+        if paired_notes:
+            lines += [""] + paired_notes
+    lines += [""] + _settings_lines(runs, command)
     return "\n".join(lines) + "\n"
 
 
@@ -530,7 +718,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def write_markdown(runs: Sequence[Mapping], path: str | os.PathLike, *,
-                   target: float | None = None, reference: str = "full") -> Path:
+                   target: float | None = None, reference: str = "full",
+                   command: str | None = None) -> Path:
     """Write :func:`markdown_table` to ``path`` atomically.
 
     Parameters
@@ -543,13 +732,15 @@ def write_markdown(runs: Sequence[Mapping], path: str | os.PathLike, *,
         Validation accuracy for the speedup column (see :func:`markdown_table`).
     reference : str, default "full"
         The method the speedups are measured against.
+    command : str, optional
+        The command line that produced the runs.
 
     Returns
     -------
     pathlib.Path
         The path written.
     """
-    text = markdown_table(runs, target=target, reference=reference)
+    text = markdown_table(runs, target=target, reference=reference, command=command)
     path = Path(path)
     _write_bytes_atomic(path, text.encode("utf-8"))
     return path
@@ -637,6 +828,11 @@ def accuracy_figure(runs: Sequence[Mapping], *, x: str = "epoch") -> Figure:
 def gradient_error_figure(runs: Sequence[Mapping]) -> Figure | None:
     """Relative gradient error of the coreset per selection round, per method.
 
+    The error is the history's ``gradient_error``, ``||sum_i g_i - sum_j w_j g_j|| /
+    ||sum_i g_i||`` on the raw per-example gradients g of the method's probe space, for
+    AdaCore too (its preconditioned error is the history's
+    ``preconditioned_gradient_error``, not drawn here).
+
     Parameters
     ----------
     runs : list of dict
@@ -670,9 +866,11 @@ def gradient_error_figure(runs: Sequence[Mapping]) -> Figure | None:
         lines.append((method, len(group), epochs, *_band(values["gradient_error"])))
     if not lines:
         return None
+    # the history's gradient_error is the error on the raw gradients g (each method's
+    # own probe space), not on AdaCore's preconditioned u: the title says so
     figure, axes = _new_axes(
-        "Coreset gradient error per selection round, "
-        r"$\|\sum_i u_i - \sum_j \gamma_j u_j\| / \|\sum_i u_i\|$" "\n"
+        "Coreset gradient error per selection round (raw gradients, not preconditioned)\n"
+        r"$\|\sum_i g_i - \sum_j \gamma_j g_j\| / \|\sum_i g_i\|$, "
         f"{runs[0]['dataset']}, {runs[0]['model']}; mean ± 1 std over seeds",
         "epoch of the selection round", "relative gradient error (unitless)", False)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -747,7 +945,8 @@ def plot_gradient_error(runs: Sequence[Mapping], out_dir: str | os.PathLike) -> 
 
 
 def write_report(runs: Sequence[Mapping], out_dir: str | os.PathLike, *,
-                 target: float | None = None, reference: str = "full") -> dict[str, Path | None]:
+                 target: float | None = None, reference: str = "full",
+                 command: str | None = None) -> dict[str, Path | None]:
     """Write ``results.json``, ``results.md`` and the plots of a comparison.
 
     Everything is validated and built before the first file is written, so bad input
@@ -763,27 +962,36 @@ def write_report(runs: Sequence[Mapping], out_dir: str | os.PathLike, *,
         Validation accuracy for the speedup column and the ``speedup`` entry of the JSON.
     reference : str, default "full"
         The method the speedups are measured against.
+    command : str, optional
+        The command line that produced the runs (e.g. ``" ".join(sys.argv)``), written
+        under the table and into ``results.json``.
 
     Returns
     -------
     dict
         ``results_json``, ``results_md``, ``accuracy_vs_epoch``, ``accuracy_vs_examples``,
         ``accuracy_vs_seconds`` and ``gradient_error`` (None when no method has one) ->
-        path. ``results.json`` holds ``{"runs": runs, "summary": summarize(runs)}`` and,
-        with a target, ``"speedup": {"target", "reference", "methods"}``.
+        path. ``results.json`` holds ``{"runs": runs, "summary": summarize(runs),
+        "command": command}``; with a target, ``"speedup": {"target", "reference",
+        "methods"}``; when AdaCore is among the methods, ``"paired"``: method ->
+        AdaCore's paired comparison with it, seed by seed (:func:`paired_accuracy`).
     """
+    if command is not None and not isinstance(command, str):
+        raise fail("command", command, "a string (the command line) or None")
     document: dict[str, Any] = {"runs": [dict(run) for run in _check_runs(runs)],
-                                "summary": summarize(runs)}
+                                "summary": summarize(runs), "command": command}
     if target is not None:
         document["speedup"] = {"target": _check_target(target), "reference": reference,
                                "methods": speedup_to_target(runs, target=target,
                                                             reference=reference)}
+    if any(run["method"] == PAIRED_REFERENCE for run in runs):
+        document["paired"] = paired_accuracy(runs)
     try:
         json.dumps(document, allow_nan=False, default=_json_default)
     except (TypeError, ValueError) as error:
         raise InputError(f"runs: not JSON-serialisable ({error}); expected plain dicts, "
                          f"lists, strings and finite numbers") from error
-    table = markdown_table(runs, target=target, reference=reference)
+    table = markdown_table(runs, target=target, reference=reference, command=command)
     curves = _curve_figures(runs)
     gradient = gradient_error_figure(runs)
 
