@@ -386,3 +386,137 @@ def test_all_zero_gradients_never_give_an_empty_round():
         assert coreset.weights[picked].sum() == pytest.approx(size)
     again = GradMatch(0.1).select(np.zeros((60, 4), np.float32), labels)
     np.testing.assert_array_equal(coreset.indices, again.indices)
+
+
+# --- per_gradient: CORDS's PerClassPerGradient slice ------------------------------------
+
+def last_layer_problem(seed=0, classes=3, features=4, sizes=(14, 10, 8), bias=True):
+    """Softmax cross-entropy last-layer vectors built from their factors (p - y, h)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.repeat(np.arange(classes), sizes))
+    logits = rng.standard_normal((labels.shape[0], classes)) * 2
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    residual = p - np.eye(classes)[labels]
+    h = np.abs(rng.standard_normal((labels.shape[0], features)))
+    weight_part = (residual[:, :, None] * h[:, None, :]).reshape(labels.shape[0], -1)
+    grads = np.hstack([weight_part, residual]) if bias else weight_part
+    return grads.astype(np.float32), labels, residual, h
+
+
+def sliced_reference(residual, h, labels, budgets, lam, bias=True):
+    """OMP per class on class c's own output only: (p_c - y_c) h and (p_c - y_c)."""
+    out = []
+    for label, budget_c in budgets.items():
+        members = np.flatnonzero(labels == label)
+        r_c = residual[members, label:label + 1]
+        block = np.hstack([r_c * h[members], r_c]) if bias else r_c * h[members]
+        block = block.astype(np.float32).astype(np.float64)   # the strategy's input precision
+        support, weights, _ = nonnegative_omp(block.T, block.sum(axis=0), budget_c, lam=lam)
+        keep = weights > 0
+        out.append((members[support[keep]], weights[keep]))
+    return out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+@pytest.mark.parametrize("seed", range(3))
+def test_per_gradient_is_omp_on_each_class_own_output_slice(seed, lam, bias):
+    grads, labels, residual, h = last_layer_problem(seed, bias=bias)
+    strategy = GradMatch(0.25, lam=lam, per_gradient=True, bias=bias)
+    coreset = strategy.select(grads, labels)
+    expected = sliced_reference(residual, h, labels, strategy.budgets(labels), lam, bias)
+    np.testing.assert_array_equal(coreset.indices, np.concatenate([e[0] for e in expected]))
+    np.testing.assert_allclose(coreset.weights, np.concatenate([e[1] for e in expected]),
+                               rtol=1e-6)
+    assert coreset.metadata["per_gradient"] is True
+    assert coreset.metadata["num_classes"] == 3
+    assert coreset.metadata["slice_width"] == (5 if bias else 4)
+
+
+def test_per_gradient_changes_the_picks_and_the_whole_vector_mode_is_unchanged():
+    grads, labels, _, _ = last_layer_problem(4, sizes=(30, 30, 30))
+    whole = GradMatch(0.2).select(grads, labels)
+    sliced = GradMatch(0.2, per_gradient=True).select(grads, labels)
+    assert not np.array_equal(whole.indices, sliced.indices)
+    assert whole.metadata["per_gradient"] is False and "slice_width" not in whole.metadata
+    # the default matches whole vectors: the engine on each class's full block
+    members = np.flatnonzero(labels == 0)
+    block = grads[members].astype(np.float64)
+    support, weights, _ = nonnegative_omp(block.T, block.sum(axis=0), 6, lam=0.5)
+    np.testing.assert_array_equal(whole.indices[:6], members[support[weights > 0]])
+
+
+def test_per_gradient_in_logit_space_matches_the_class_column():
+    _, labels, residual, _ = last_layer_problem(5)
+    logit_grads = residual.astype(np.float32)
+    strategy = GradMatch(0.25, per_gradient=True)
+    coreset = strategy.select(logit_grads, labels)
+    assert coreset.metadata["slice_width"] == 1
+    start = 0
+    for label, budget_c in strategy.budgets(labels).items():
+        members = np.flatnonzero(labels == label)
+        column = logit_grads[members, label:label + 1].astype(np.float64)
+        support, weights, _ = nonnegative_omp(column.T, column.sum(axis=0), budget_c, lam=0.5)
+        kept = members[support[weights > 0]]
+        np.testing.assert_array_equal(coreset.indices[start:start + kept.shape[0]], kept)
+        start += kept.shape[0]
+    assert start == len(coreset)
+
+
+def test_per_gradient_num_classes_names_an_absent_top_class():
+    grads, labels, residual, h = last_layer_problem(6, classes=3, sizes=(14, 10, 8))
+    keep = labels < 2                                     # class 2 absent from these labels
+    grads, labels, residual, h = grads[keep], labels[keep], residual[keep], h[keep]
+    strategy = GradMatch(0.25, per_gradient=True, num_classes=3)
+    coreset = strategy.select(grads, labels)
+    expected = sliced_reference(residual, h, labels, strategy.budgets(labels), 0.5)
+    np.testing.assert_array_equal(coreset.indices, np.concatenate([e[0] for e in expected]))
+    assert coreset.metadata["num_classes"] == 3
+
+
+@pytest.mark.parametrize("options, data, match", [
+    (dict(per_gradient=True), "odd_width", r"grads: got width 14, expected C \* D \+ C "
+                                           r"\(with the bias\) for C = 3 classes"),
+    (dict(per_gradient=True, bias=False), "odd_width", r"grads: got width 14, expected "
+                                                       r"C \* D \(no bias\)"),
+    (dict(per_gradient=True, num_classes=2), "full", r"labels: got labels in \[0, 2\], "
+                                                     r"expected class indices in \[0, 1\]"),
+    (dict(per_gradient=True), "negative", r"labels: got labels in \[-1, 2\]"),
+])
+def test_per_gradient_rejects_a_layout_it_cannot_slice(options, data, match):
+    grads, labels, _, _ = last_layer_problem(7)
+    if data == "odd_width":
+        grads = grads[:, :14]
+    elif data == "negative":
+        labels = labels.copy()
+        labels[labels == 0] = -1
+    strategy = GradMatch(0.25, **options)
+    with pytest.raises(InputError, match=match):
+        strategy.select(grads, labels)
+    assert strategy.round_ == 0
+    # width C without a bias reads as D = 1: the slice is still the class's column
+    _, labels, residual, _ = last_layer_problem(7)
+    no_bias = GradMatch(0.25, per_gradient=True, bias=False).select(
+        residual.astype(np.float32), labels)
+    with_bias = GradMatch(0.25, per_gradient=True).select(residual.astype(np.float32), labels)
+    np.testing.assert_array_equal(no_bias.indices, with_bias.indices)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"per_gradient": "yes"}, "per_gradient: got 'yes'"),
+    ({"num_classes": 0}, "num_classes: got 0"),
+    ({"num_classes": 2.5}, "num_classes"),
+    ({"bias": 1}, "bias: got 1"),
+])
+def test_per_gradient_options_are_checked(options, match):
+    with pytest.raises(InputError, match=match):
+        GradMatch(0.1, **options)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_per_gradient_selects_what_the_cpu_selects():
+    grads, labels, _, _ = last_layer_problem(8)
+    on_cpu = GradMatch(0.25, per_gradient=True).select(grads, labels)
+    on_gpu = GradMatch(0.25, per_gradient=True).select(torch.from_numpy(grads).cuda(), labels)
+    np.testing.assert_array_equal(on_cpu.indices, on_gpu.indices)
+    np.testing.assert_allclose(on_cpu.weights, on_gpu.weights, rtol=1e-9)

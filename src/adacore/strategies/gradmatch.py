@@ -1,4 +1,16 @@
-"""GradMatch: per-class gradient matching by non-negative orthogonal matching pursuit."""
+"""GradMatch: per-class gradient matching by non-negative orthogonal matching pursuit.
+
+Two ways to match a class, chosen by ``per_gradient``:
+
+- ``per_gradient=False`` (default, CORDS's ``PerClass``): class c's whole vectors.
+- ``per_gradient=True`` (CORDS's ``PerClassPerGradient``, the mode of its shipped
+  GradMatch configuration): only the (D + 1)-wide slice of class c's own output, the
+  weight-gradient row c and the bias entry c. In the probe's layout
+  (:func:`adacore.curvature.softmax_ce_last_layer_terms`: the weight gradient
+  (p - y) outer h flattened row-major, C * D, then the bias p - y, C) those are the
+  columns ``[c * D, (c + 1) * D)`` and ``C * D + c``. In logit space (width C) the
+  slice is the single column c. CORDS puts the bias first; the slice is the same.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +21,59 @@ from adacore.coreset import Coreset
 from adacore.selection.omp import nonnegative_omp
 from adacore.selection.per_class import class_seed
 from adacore.strategies.base import Strategy, register_strategy
-from adacore.validation import InputError, check_positive, fail
+from adacore.validation import (InputError, as_labels, as_tensor, check_int, check_positive,
+                                fail)
+
+
+def class_slice_columns(width: int, num_classes: int, label: int, *, bias: bool = True
+                        ) -> np.ndarray:
+    """Columns of class ``label``'s own output in last-layer vectors of ``width``.
+
+    Parameters
+    ----------
+    width : int
+        p, the width of the vectors: C * D + C with a bias (C: logit space, D = 0), or
+        C * D without.
+    num_classes : int
+        C.
+    label : int
+        The class c, in [0, C).
+    bias : bool
+        Whether the vectors end with the C bias entries.
+
+    Returns
+    -------
+    ndarray of int64
+        ``[c * D, ..., (c + 1) * D - 1]`` then ``C * D + c`` (with a bias).
+
+    Raises
+    ------
+    InputError
+        ``width`` not a multiple of C, or no weight part without a bias.
+    """
+    per_class = width // num_classes if width % num_classes == 0 else 0
+    features = per_class - 1 if bias else per_class
+    if per_class == 0 or features < 0 or (not bias and features == 0):
+        layout = "C * D + C (with the bias)" if bias else "C * D (no bias)"
+        raise InputError(f"grads: got width {width}, expected {layout} for C = "
+                         f"{num_classes} classes (per_gradient slices the last layer's "
+                         f"gradient class by class; check num_classes and bias)")
+    columns = np.arange(label * features, (label + 1) * features, dtype=np.int64)
+    if bias:
+        columns = np.append(columns, num_classes * features + label)
+    return columns
 
 
 @register_strategy("gradmatch")
 class GradMatch(Strategy):
-    """GradMatch (Killamsetty et al., ICML 2021), the per-class variant.
+    """GradMatch (Killamsetty et al., ICML 2021), the per-class variants.
 
     For each class c with budget k_c (from :meth:`budgets`), the sum of the class's
     per-example vectors, b_c = sum_{i in c} g_i, is matched by at most k_c of them with
     non-negative weights, min ||sum_{j in S} w_j g_j - b_c||^2 + lam ||w||^2, using
-    :func:`adacore.selection.omp.nonnegative_omp`. The weights are on the scale that
+    :func:`adacore.selection.omp.nonnegative_omp`. With ``per_gradient=True`` the g_i and
+    b_c are restricted to class c's slice (:func:`class_slice_columns`; the module
+    docstring), as in the authors' shipped configuration. The weights are on the scale that
     reproduces the class's sum (not cluster sizes: long vectors aligned with the sum get
     less than n_c / k_c); training rescales them to mean 1 anyway.
 
@@ -41,8 +95,10 @@ class GradMatch(Strategy):
     ``"stop_reasons"`` ({label: "budget" | "tolerance" | "no_positive_correlation" |
     "zero_target"}),
     ``"filled"`` ({label: points added by the fill}), ``"class_fit_error"`` ({label:
-    ||b_c - A_S w|| / ||b_c||}, the matching error without the penalty) and
-    ``"max_weight_over_mean"``.
+    ||b_c - A_S w|| / ||b_c||}, the matching error without the penalty, in the slice when
+    ``per_gradient``), ``"max_weight_over_mean"``, ``"per_gradient"`` and, when it is
+    True, ``"num_classes"`` and ``"slice_width"`` (D + 1, or D without a bias).
+    ``metadata["gradient_error"]`` is always measured on the whole vectors.
 
     One exception, recorded as ``"zero_target"`` ({label: points drawn}): a class whose
     gradients sum to exactly zero (all zero, say, on a class the model fits perfectly)
@@ -75,34 +131,90 @@ class GradMatch(Strategy):
         kept picks (n_c / k_c if OMP kept none, the weight of a uniform random subset).
         The draw uses a generator seeded by (seed, round, label), so it is reproducible
         and a run resumed from :meth:`state_dict` (which holds the round) draws the same.
+    per_gradient : bool
+        False (default): match each class's whole vectors. True: match, for class c,
+        only the slice of class c's own output (weight row c and bias c), CORDS's
+        ``PerClassPerGradient``. Labels must then be the class indices of the model's
+        outputs, and the vectors unprojected last-layer (or logit) vectors.
+    num_classes : int, optional
+        C, for ``per_gradient``; default max(labels) + 1 (give it when the top classes
+        may be absent from the labels).
+    bias : bool
+        For ``per_gradient``: whether the vectors end with the C bias entries (the
+        probe's layout for a last layer with a bias; default True).
     device : optional
         Where the inner products are computed (default: where the vectors are).
     """
 
-    # the authors run it on the last linear layer's gradients (weights and bias)
+    # CORDS's shipped GradMatch uses the last linear layer's gradients (weights and bias,
+    # linear_layer=True)
     preferred_space = "last_layer"
 
     def __init__(self, fraction: float, *, lam: float = 0.5, tol: float = 1e-4,
                  budget: str = "proportional", seed: int = 0, fill: bool = False,
-                 device=None):
+                 per_gradient: bool = False, num_classes: int | None = None,
+                 bias: bool = True, device=None):
         super().__init__(fraction, budget=budget, seed=seed)
         self.lam = check_positive("lam", lam, allow_zero=True)
         self.tol = check_positive("tol", tol, allow_zero=True)
         if not isinstance(fill, (bool, np.bool_)):
             raise fail("fill", fill, "True or False")
         self.fill = bool(fill)
+        if not isinstance(per_gradient, (bool, np.bool_)):
+            raise fail("per_gradient", per_gradient, "True or False")
+        self.per_gradient = bool(per_gradient)
+        self.num_classes = (None if num_classes is None
+                            else check_int("num_classes", num_classes, 1))
+        if not isinstance(bias, (bool, np.bool_)):
+            raise fail("bias", bias, "True or False")
+        self.bias = bool(bias)
         self.device = device
+
+    def select(self, grads, labels, **inputs) -> Coreset:
+        """One round (:meth:`Strategy.select`); with ``per_gradient`` the labels and the
+        layout are checked first, so a refused input does not advance the round.
+
+        Raises
+        ------
+        InputError
+            Non-finite or mis-shaped ``grads``, ``labels`` of another length, unexpected
+            inputs; with ``per_gradient``, labels outside [0, C) or a width that is not
+            C * D + C (C * D with ``bias=False``).
+        """
+        if self.per_gradient and grads is not None:
+            vectors = as_tensor("grads", grads, ndim=2, device=self.device)
+            label_array = as_labels("labels", labels, vectors.shape[0])
+            class_slice_columns(vectors.shape[1], self._class_count(label_array), 0,
+                                bias=self.bias)
+            grads, labels = vectors, label_array
+        return super().select(grads, labels, **inputs)
+
+    def _class_count(self, labels: np.ndarray) -> int:
+        """C for per_gradient: the option, or max(labels) + 1; labels must index it."""
+        classes = self.num_classes if self.num_classes is not None else int(labels.max()) + 1
+        if labels.min() < 0 or labels.max() >= classes:
+            raise InputError(f"labels: got labels in [{labels.min()}, {labels.max()}], "
+                             f"expected class indices in [0, {classes - 1}] (per_gradient "
+                             f"reads a label as the index of the model's output)")
+        return classes
 
     def _select(self, vectors: torch.Tensor, labels: np.ndarray, **inputs) -> Coreset:
         if inputs:
             raise InputError(f"{self.name}.select: unexpected inputs {sorted(inputs)}")
         requested = self.budgets(labels)
+        classes = self._class_count(labels) if self.per_gradient else None
+        if self.per_gradient:
+            slice_width = class_slice_columns(vectors.shape[1], classes, 0,
+                                              bias=self.bias).shape[0]
         indices, weights, gains = [], [], []
         report = {"stopped_early": {}, "reasons": {}, "dropped": {}, "filled": {},
                   "fit_error": {}, "zero_target": {}}
         for label, budget in requested.items():
             members = np.flatnonzero(labels == label)
             block = vectors[torch.from_numpy(members).to(vectors.device)]
+            if self.per_gradient:
+                columns = class_slice_columns(vectors.shape[1], classes, label, bias=self.bias)
+                block = block[:, torch.from_numpy(columns).to(vectors.device)]
             chosen, class_weights, class_gains = self._match_class(label, members, block,
                                                                    budget, report)
             indices.append(chosen)
@@ -111,6 +223,9 @@ class GradMatch(Strategy):
         weights_all = np.concatenate(weights)
         selected = {label: int(chosen.shape[0]) for label, chosen in zip(requested, indices)}
         largest = float(weights_all.max() / weights_all.mean()) if weights_all.size else np.nan
+        layout = {"per_gradient": self.per_gradient}
+        if self.per_gradient:
+            layout.update(num_classes=classes, slice_width=slice_width)
         return Coreset(indices=np.concatenate(indices), weights=weights_all,
                        gains=np.concatenate(gains), method=self.name, budgets=selected,
                        metadata={"requested": int(sum(requested.values())),
@@ -122,7 +237,7 @@ class GradMatch(Strategy):
                                  "zero_target": report["zero_target"],
                                  "class_fit_error": report["fit_error"],
                                  "max_weight_over_mean": largest,
-                                 "lam": self.lam, "tol": self.tol})
+                                 "lam": self.lam, "tol": self.tol, **layout})
 
     def _match_class(self, label: int, members: np.ndarray, block: torch.Tensor, budget: int,
                      report: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
