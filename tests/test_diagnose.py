@@ -1,5 +1,6 @@
 """One-round diagnosis: each measure against hand-computed numbers; report, figures, files."""
 
+import copy
 import json
 import math
 
@@ -10,6 +11,7 @@ import torch
 from adacore.coreset import Coreset
 from adacore.curvature import softmax_ce_logit_terms
 from adacore.experiments.diagnose import (as_estimator, curvature_spread, diagnose,
+                                          diagnosis_markdown,
                                           diagnose_figures, dimension_error_summary,
                                           dimension_scale, per_dimension_error,
                                           preconditioned_error, write_diagnosis)
@@ -149,17 +151,19 @@ def problem(n=60, classes=3, seed=0):
     logits = torch.tensor(rng.normal(scale=2.0, size=(n, classes)), dtype=torch.float32)
     grads, diag = softmax_ce_logit_terms(logits, labels)
     val_logits = torch.tensor(rng.normal(size=(12, classes)), dtype=torch.float32)
-    val_grads, val_diag = softmax_ce_logit_terms(val_logits, rng.integers(0, classes, 12))
-    return grads.numpy(), labels, diag.numpy(), val_grads.numpy(), val_diag.numpy()
+    val_labels = np.arange(12) % classes
+    val_grads, val_diag = softmax_ce_logit_terms(val_logits, val_labels)
+    return (grads.numpy(), labels, diag.numpy(), val_grads.numpy(), val_diag.numpy(),
+            val_labels)
 
 
 ALL = ("adacore", "craig", "glister", "random", "rs2", "full")
 
 
 def test_diagnose_reports_every_method_at_the_right_budget():
-    grads, labels, diag, val_grads, val_diag = problem()
+    grads, labels, diag, val_grads, val_diag, val_labels = problem()
     report = diagnose(grads, labels, hessian_diag=diag, fraction=0.1, methods=ALL,
-                      val_grads=val_grads, val_hessian_diag=val_diag)
+                      val_grads=val_grads, val_hessian_diag=val_diag, val_labels=val_labels)
     json.dumps(report, allow_nan=False)                          # strict JSON
     assert list(report["methods"]) == list(ALL)
     assert report["k"] == 6 and report["n"] == 60 and report["p"] == 3
@@ -179,29 +183,78 @@ def test_diagnose_reports_every_method_at_the_right_budget():
     assert glister["weights"] == [10.0] * 6 and "rescaled" in glister["weighting"]
 
 
-def test_diagnose_measures_agree_with_the_functions_and_the_strategy():
-    grads, labels, diag, _, _ = problem()
-    report = diagnose(grads, labels, hessian_diag=diag, fraction=0.1,
-                      methods=("adacore", "craig"))
+# Four points of one class, k = 1 (fraction 0.25): facility location with one pick takes
+# the point of least total distance (the 1-median), with weight 4.
+TINY_GRADS = np.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [2.0, 3.0]])
+# |d| + eps ~ [1, 1], [0.5, 1], [2, 1], [2, 3]: u ~ [1, 0], [4, 0], [1.5, 0], [1, 1]
+TINY_DIAG = np.array([[1.0, 1.0], [-0.5, 1.0], [2.0, 1.0], [2.0, 3.0]])
+
+
+def test_diagnose_by_hand_on_four_points():
+    report = diagnose(TINY_GRADS, np.zeros(4, dtype=np.int64), hessian_diag=TINY_DIAG,
+                      fraction=0.25, methods=("adacore", "craig"))
+    craig, adacore = report["methods"]["craig"], report["methods"]["adacore"]
+    # CRAIG on g: total distances 6.16, 5, 6.16, 9.32: picks point 1 = [2, 0]. The full
+    # sum is [8, 3], the estimate 4 * [2, 0] = [8, 0]: errors 0 and 1 per dimension,
+    # 3 / sqrt(73) in norm
+    assert craig["indices"] == [1] and craig["weights"] == [4.0]
+    assert craig["per_dimension_error"] == pytest.approx([0.0, 1.0], abs=1e-12)
+    assert craig["gradient_error"] == pytest.approx(3 / math.sqrt(73))
+    # AdaCore on u: total distances 4.5, 8.66, 4.12, 5.28: picks point 2 = [3, 0]; the
+    # estimate 4 * [3, 0] = [12, 0] is off by 4 / 8 and 3 / 3 on g, and on u (sum
+    # [7.5, 1], estimate [6, 0]) by sqrt(1.5^2 + 1) / sqrt(7.5^2 + 1)
+    assert adacore["indices"] == [2] and adacore["weights"] == [4.0]
+    assert adacore["per_dimension_error"] == pytest.approx([0.5, 1.0], rel=1e-12)
+    assert adacore["gradient_error"] == pytest.approx(5 / math.sqrt(73))
+    assert adacore["preconditioned_error"] == pytest.approx(math.sqrt(3.25 / 57.25), rel=1e-3)
+    # CRAIG's estimate of u: 4 * [4, 0] against [7.5, 1]
+    assert craig["preconditioned_error"] == pytest.approx(math.sqrt(73.25 / 57.25), rel=1e-3)
+    # the higher-scale dimension 0 (mean |g| 2 against 0.75) is the better estimated one
+    assert report["high_scale_dimensions"] == [0] and report["low_scale_dimensions"] == [1]
+    assert craig["per_dimension_summary"]["low_scale_median"] == pytest.approx(1.0)
+    assert craig["per_dimension_summary"]["high_scale_median"] == pytest.approx(0.0,
+                                                                                abs=1e-12)
+    assert craig["strategy_state"] == adacore["strategy_state"] == "fresh"
+    assert craig["round"] == adacore["round"] == 1
+
+
+def assert_same_state(state, expected):
+    if isinstance(expected, dict):
+        assert isinstance(state, dict) and set(state) == set(expected)
+        for key in expected:
+            assert_same_state(state[key], expected[key])
+    elif isinstance(expected, torch.Tensor):
+        assert torch.equal(state, expected)
+    else:
+        assert state == expected
+
+
+def test_prepared_strategy_selects_on_a_copy_and_says_so():
+    # an AdaCore that has seen a first round with curvature 1 everywhere: a second round
+    # with TINY_DIAG differs from a fresh one only through the state it carries
+    strategy = get_strategy("adacore", fraction=0.25, beta2=0.9)
+    strategy.select(TINY_GRADS, np.zeros(4, dtype=np.int64), hessian_diag=np.ones((4, 2)))
+    before = copy.deepcopy(strategy.state_dict())
+    continued = copy.deepcopy(strategy).select(TINY_GRADS, np.zeros(4, dtype=np.int64),
+                                               hessian_diag=TINY_DIAG)
+    report = diagnose(TINY_GRADS, np.zeros(4, dtype=np.int64), hessian_diag=TINY_DIAG,
+                      fraction=0.25, methods=("adacore", "craig"),
+                      prepared={"adacore": {"strategy": strategy, "state": "restored (test)"}})
     adacore = report["methods"]["adacore"]
-    coreset = hand_coreset(adacore["indices"], adacore["weights"])
-    assert adacore["per_dimension_error"] == pytest.approx(
-        per_dimension_error(grads, coreset).tolist())
-    # AdaCore's own record of its first round: the same coreset and the same measure
-    own = get_strategy("adacore", fraction=0.1, seed=0).select(grads, labels,
-                                                                hessian_diag=diag)
-    assert own.indices.tolist() == adacore["indices"]
-    assert adacore["preconditioned_error"] == pytest.approx(
-        own.metadata["preconditioned_gradient_error"], rel=1e-4)
-    craig = get_strategy("craig", fraction=0.1, seed=0).select(grads, labels)
-    assert report["methods"]["craig"]["gradient_error"] == pytest.approx(
-        craig.metadata["gradient_error"], rel=1e-4)
+    assert adacore["strategy_state"] == "restored (test)" and adacore["round"] == 2
+    assert report["methods"]["craig"]["strategy_state"] == "fresh"
+    assert adacore["indices"] == continued.indices.tolist()
+    assert_same_state(strategy.state_dict(), before)          # the caller's did not move
+    with pytest.raises(InputError, match="prepared"):
+        diagnose(TINY_GRADS, np.zeros(4, dtype=np.int64), hessian_diag=TINY_DIAG,
+                 fraction=0.25, methods=("craig",), prepared={"craig": {"strategy": strategy,
+                                                                        "state": "x"}})
 
 
 def test_diagnose_is_deterministic():
-    grads, labels, diag, val_grads, _ = problem()
+    grads, labels, diag, val_grads, _, val_labels = problem()
     runs = [diagnose(grads, labels, hessian_diag=diag, fraction=0.1, methods=ALL,
-                     val_grads=val_grads, seed=3) for _ in range(2)]
+                     val_grads=val_grads, val_labels=val_labels, seed=3) for _ in range(2)]
     for report in runs:
         for record in report["methods"].values():
             record.pop("select_seconds")
@@ -210,7 +263,7 @@ def test_diagnose_is_deterministic():
 
 def test_missing_inputs_and_unregistered_methods_get_a_note(monkeypatch):
     monkeypatch.delitem(STRATEGIES, "gradmatch", raising=False)
-    grads, labels, diag, _, _ = problem()
+    grads, labels, diag, _, _, _ = problem()
     report = diagnose(grads, labels, hessian_diag=diag, fraction=0.1)   # default methods
     assert list(report["methods"]) == ["adacore", "craig", "gradmatch", "glister", "random"]
     glister = report["methods"]["glister"]
@@ -223,7 +276,7 @@ def test_missing_inputs_and_unregistered_methods_get_a_note(monkeypatch):
 
 def test_registered_gradmatch_runs_within_its_budget():
     import adacore.strategies.gradmatch  # noqa: F401  (registers "gradmatch")
-    grads, labels, diag, _, _ = problem()
+    grads, labels, diag, _, _, _ = problem()
     record = diagnose(grads, labels, hessian_diag=diag, fraction=0.1,
                       methods=("gradmatch",))["methods"]["gradmatch"]
     assert record["status"] == "ok"
@@ -233,7 +286,7 @@ def test_registered_gradmatch_runs_within_its_budget():
 # --------------------------------------------------------------------------- figures, files
 
 def skipped_and_ran():
-    grads, labels, diag, _, _ = problem()
+    grads, labels, diag, _, _, _ = problem()
     return diagnose(grads, labels, hessian_diag=diag, fraction=0.1,
                     methods=("adacore", "craig", "glister", "random"))
 
@@ -254,6 +307,20 @@ def test_figures_have_one_line_and_one_box_per_method():
     ticks = [label.get_text() for label in box_axes.get_xticklabels()]
     assert ticks[0] == "full set"
     assert [tick.split("\n")[0] for tick in ticks[1:]] == ["adacore", "craig", "random"]
+
+
+@pytest.mark.parametrize("key", ["per_dimension_error", "curvature_spread"])
+def test_figure_titles_fit_inside_the_figure(key):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = diagnose_figures(skipped_and_ran())[key]
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title = figure.axes[0].title.get_window_extent(renderer)
+    frame = figure.bbox
+    assert frame.x0 <= title.x0 and title.x1 <= frame.x1, (title, frame)
+    assert title.y1 <= frame.y1
 
 
 def test_write_diagnosis_writes_valid_json_markdown_and_png(tmp_path):
@@ -296,7 +363,7 @@ def test_write_diagnosis_rejects_a_bad_report_before_writing(tmp_path):
     (lambda a: a.update(strategy_options={"adacore": {"seed": 1}}), "strategy_options"),
 ])
 def test_bad_input_names_the_argument(change, argument):
-    grads, labels, diag, _, _ = problem()
+    grads, labels, diag, _, _, _ = problem()
     arguments = {"grads": grads, "labels": labels, "hessian_diag": diag, "fraction": 0.1,
                  "methods": ("adacore", "craig")}
     change(arguments)
@@ -344,6 +411,50 @@ def test_cli_diagnose_from_files_and_from_a_run(tmp_path):
     statuses = {name: record["status"] for name, record in probed["methods"].items()}
     assert statuses == dict.fromkeys(["adacore", "craig", "gradmatch", "glister", "random"],
                                      "ok")   # the run's validation set feeds GLISTER
+    states = {name: record["strategy_state"] for name, record in probed["methods"].items()}
+    assert states == {"adacore": "fresh", "craig": "restored from run (round 1)",
+                      "gradmatch": "fresh", "glister": "fresh", "random": "fresh"}
+    assert "restored from run (round 1)" in (tmp_path / "probed" / "diagnosis.md").read_text()
     missing = subprocess.run(base + ["--labels", "y.npy", "--out", str(tmp_path / "x")],
                              capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert missing.returncode == 2 and "--vectors" in missing.stderr
+
+
+def test_from_run_restores_the_runs_strategy_and_matches_its_next_round(tmp_path):
+    """The reference is the trainer itself: a run of 3 epochs selects in epoch 3 with the
+    model and strategy state that a 2-epoch run of the same settings ends with, so the
+    diagnosis of the 2-epoch run must pick AdaCore's coreset of the 3-epoch run's round 3."""
+    from adacore.experiments.diagnose import diagnose_run
+    from adacore.experiments.runner import probe_run
+    from adacore.training import TrainConfig, Trainer
+    from adacore.training.checkpoint import load_checkpoint
+
+    settings = dict(dataset="digits", method="adacore", fraction=0.1, select_every=1,
+                    schedule="constant", beta2=0.9, probe_batch_size=1024, lr=0.05)
+    Trainer(TrainConfig(epochs=2, **settings), tmp_path / "two", quiet=True).run()
+    Trainer(TrainConfig(epochs=3, **settings), tmp_path / "three", quiet=True).run()
+    next_round = load_checkpoint(tmp_path / "three" / "checkpoint.pt")["loader"]["coreset"]
+    assert int(next_round["round"]) == 3
+
+    report = diagnose_run(tmp_path / "two", fraction=0.1, methods=("adacore", "craig"))
+    adacore = report["methods"]["adacore"]
+    assert adacore["strategy_state"] == "restored from run (round 2)"
+    assert adacore["round"] == 3
+    assert sorted(adacore["indices"]) == sorted(next_round["indices"].tolist())
+    assert report["methods"]["craig"]["strategy_state"] == "fresh"
+    assert report["source"]["method"] == "adacore" and report["source"]["epoch"] == 2
+    assert report["source"]["space"] == report["source"]["run_space"] == "logits"
+    # the state matters: a fresh AdaCore (round 1) on the same vectors picks otherwise
+    arrays = probe_run(tmp_path / "two")
+    fresh = get_strategy("adacore", fraction=0.1, beta2=0.9).select(
+        arrays["grads"], arrays["labels"], hessian_diag=arrays["hessian_diag"])
+    assert sorted(fresh.indices.tolist()) != sorted(adacore["indices"])
+    # in another space the run's per-example state does not apply: fresh, and said so
+    other = diagnose_run(tmp_path / "two", fraction=0.1, methods=("adacore",),
+                         space="last_layer")["methods"]["adacore"]
+    assert other["strategy_state"].startswith("fresh (the run selected in space 'logits'")
+    # the checkpoint was only read: a second diagnosis restores the same state
+    again = diagnose_run(tmp_path / "two", fraction=0.1, methods=("adacore",))
+    assert again["methods"]["adacore"]["indices"] == adacore["indices"]
+    size = adacore["coreset_size"]
+    assert f"| adacore | {size} | restored from run (round 2) |" in diagnosis_markdown(report)

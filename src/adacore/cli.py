@@ -221,32 +221,41 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from adacore.experiments.diagnose import diagnosis_markdown, diagnose, write_diagnosis
+    from adacore.experiments.diagnose import (diagnosis_markdown, diagnose, diagnose_run,
+                                              write_diagnosis)
 
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    chosen = {"methods": methods} if methods else {}
     if args.from_run:
-        if args.vectors or args.labels or args.hessian:
-            raise InputError("--from-run: give either a run folder or --vectors/--labels/"
-                             "--hessian, not both")
-        from adacore.experiments.runner import probe_run
-        arrays = probe_run(args.from_run, space=args.space)
+        given = [flag for flag, value in (("--vectors", args.vectors), ("--labels", args.labels),
+                                          ("--hessian", args.hessian),
+                                          ("--val-vectors", args.val_vectors),
+                                          ("--val-hessian", args.val_hessian),
+                                          ("--val-labels", args.val_labels)) if value]
+        if given:
+            raise InputError(f"--from-run: give either a run folder or {given[0]} and the "
+                             f"other .npy files, not both")
+        # the run's method continues from its checkpointed strategy state
+        report = diagnose_run(args.from_run, fraction=args.fraction, seed=args.seed,
+                              space=args.space, **chosen)
     else:
         missing = [flag for flag, value in (("--vectors", args.vectors),
                                             ("--labels", args.labels),
                                             ("--hessian", args.hessian)) if value is None]
         if missing:
             raise InputError(f"{missing[0]}: needed (or use --from-run DIR)")
-        arrays = {"grads": load_array("--vectors", args.vectors),
-                  "labels": load_array("--labels", args.labels),
-                  "hessian_diag": load_array("--hessian", args.hessian),
-                  "val_grads": (load_array("--val-vectors", args.val_vectors)
-                                if args.val_vectors else None),
-                  "val_hessian_diag": (load_array("--val-hessian", args.val_hessian)
-                                       if args.val_hessian else None)}
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
-    report = diagnose(arrays["grads"], arrays["labels"], hessian_diag=arrays["hessian_diag"],
-                      fraction=args.fraction, seed=args.seed, val_grads=arrays["val_grads"],
-                      val_hessian_diag=arrays["val_hessian_diag"],
-                      **({"methods": methods} if methods else {}))
+        if args.space is not None:
+            raise InputError("--space: only with --from-run (.npy vectors are in whatever "
+                             "space they were computed)")
+        optional = {name: (load_array(flag, value) if value else None)
+                    for name, flag, value in (
+                        ("val_grads", "--val-vectors", args.val_vectors),
+                        ("val_hessian_diag", "--val-hessian", args.val_hessian),
+                        ("val_labels", "--val-labels", args.val_labels))}
+        report = diagnose(load_array("--vectors", args.vectors),
+                          load_array("--labels", args.labels),
+                          hessian_diag=load_array("--hessian", args.hessian),
+                          fraction=args.fraction, seed=args.seed, **optional, **chosen)
     paths = write_diagnosis(report, args.out)
     print(diagnosis_markdown(report))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -347,14 +356,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "(from .npy files, or probed from a finished run's checkpoint) and "
                     "report how well each coreset's weighted gradient estimates the full "
                     "one, dimension by dimension, and how its points spread over curvature.")
-    diagnose.add_argument("--from-run", help="a run folder (adacore run --out) to probe")
-    diagnose.add_argument("--space", default="logits", choices=["logits", "last_layer"],
-                          help="gradient space of the probe for --from-run")
+    diagnose.add_argument("--from-run", help="a run folder (adacore run --out) to probe; the "
+                                             "run's method continues from its saved state")
+    diagnose.add_argument("--space", default=None, choices=["logits", "last_layer"],
+                          help="gradient space of the probe for --from-run (default: the "
+                               "space the run selected in)")
     diagnose.add_argument("--vectors", help=".npy per-example vectors (n, d)")
     diagnose.add_argument("--labels", help=".npy integer labels (n,)")
     diagnose.add_argument("--hessian", help=".npy Hessian diagonals shaped like --vectors")
     diagnose.add_argument("--val-vectors", help=".npy validation vectors (for glister)")
     diagnose.add_argument("--val-hessian", help=".npy validation Hessian diagonals")
+    diagnose.add_argument("--val-labels", help=".npy validation labels (for per-class glister)")
     diagnose.add_argument("--fraction", type=float, required=True)
     diagnose.add_argument("--methods", help="comma-separated (default: adacore, craig, "
                                             "gradmatch, glister, random)")

@@ -36,12 +36,22 @@ anything. The one exception is a coreset of unit weights (GLISTER, which trains
 unweighted) smaller than the data: its weights are rescaled to n / k each, so that
 they sum to n as the others do; the report says so in ``weighting``.
 
+Strategy state. A strategy with state across rounds (AdaCore's curvature smoothing, a
+round counter, a random generator) selects differently in round t than in round 1.
+:func:`diagnose_run` therefore restores the method a run trained from the run's
+checkpoint (through the strategy's public ``state_dict`` / ``load_state_dict`` only) and
+diagnoses the round that run would have done next, on a copy so the restored state is
+not advanced; every record says which state it used (``strategy_state``: "restored from
+run (round N)" or "fresh").
+
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global state)
 and every file is written atomically.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import json
 import math
@@ -61,12 +71,12 @@ import adacore.strategies as strategies
 from adacore.atomic import atomic_write_bytes
 from adacore.coreset import Coreset
 from adacore.selection.budgets import budget_from_fraction, per_class_budgets
-from adacore.validation import (InputError, as_labels, as_tensor, check_fraction, check_int,
-                                check_positive, fail)
+from adacore.validation import (InputError, as_labels, as_tensor, check_choice, check_fraction,
+                                check_int, check_positive, fail)
 
-__all__ = ["DEFAULT_EPS", "DEFAULT_METHODS", "KNOWN_METHODS", "QUANTILES", "ZERO_TOLERANCE",
-           "as_estimator", "curvature_scale", "curvature_spread", "diagnose",
-           "diagnose_figures", "dimension_error_summary", "dimension_scale",
+__all__ = ["DEFAULT_EPS", "DEFAULT_METHODS", "FRESH", "KNOWN_METHODS", "QUANTILES",
+           "ZERO_TOLERANCE", "as_estimator", "curvature_scale", "curvature_spread", "diagnose",
+           "diagnose_figures", "diagnose_run", "dimension_error_summary", "dimension_scale",
            "diagnosis_markdown", "per_dimension_error", "preconditioned_error",
            "write_diagnosis"]
 
@@ -81,6 +91,7 @@ N_CURVATURE_BINS = 10       # deciles of the full set
 # would be noise divided by noise.
 ZERO_TOLERANCE = 1e-12
 ERROR_FLOOR = 1e-12         # where exact zeros are drawn on the log axis
+FRESH = "fresh"             # the state of a strategy built for the diagnosis (its round 1)
 FIGURE_FILES = {"per_dimension_error": "per_dimension_error.png",
                 "curvature_spread": "curvature_spread.png"}
 
@@ -348,6 +359,39 @@ def _check_options(options: Any, methods: list[str]) -> dict[str, dict]:
     return {name: dict(value) for name, value in options.items()}
 
 
+def _check_prepared(prepared: Any, methods: list[str],
+                    options: Mapping[str, Mapping]) -> dict[str, dict]:
+    if prepared is None:
+        return {}
+    if not isinstance(prepared, Mapping):
+        raise fail("prepared", prepared, "a dict: method name -> {'strategy', 'state'}")
+    checked = {}
+    for name, entry in prepared.items():
+        if name not in methods:
+            raise fail("prepared", name, "keys among the methods diagnosed ("
+                       + ", ".join(methods) + ")")
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("strategy"),
+                                                            strategies.Strategy):
+            raise fail(f"prepared[{name!r}]", entry, "a dict with 'strategy' (a Strategy) "
+                       "and 'state' (words)")
+        if entry["strategy"].name != name:
+            raise fail(f"prepared[{name!r}]['strategy']", entry["strategy"],
+                       f"a {name!r} strategy")
+        if not isinstance(entry.get("state"), str) or not entry["state"]:
+            raise fail(f"prepared[{name!r}]['state']", entry.get("state"),
+                       "words saying where the state came from")
+        select_options = entry.get("select_options", {})
+        if not isinstance(select_options, Mapping):
+            raise fail(f"prepared[{name!r}]['select_options']", select_options,
+                       "a dict of keyword arguments of select")
+        if name in options:
+            raise InputError(f"strategy_options[{name!r}]: method {name!r} comes prepared "
+                             f"(its options are the prepared strategy's); give one or the other")
+        checked[name] = {"strategy": entry["strategy"], "state": entry["state"],
+                         "select_options": dict(select_options)}
+    return checked
+
+
 def _finite_or_none(value: Any) -> Any:
     """NaN and inf become None, recursively, so the report is strict JSON."""
     if isinstance(value, dict):
@@ -367,13 +411,21 @@ def _skipped(name: str, note: str) -> dict:
     return {"method": name, "status": "skipped", "note": note}
 
 
-def _run_method(name: str, options: dict, *, fraction: float, seed: int, grads, labels,
-                hessian_diag, val_grads, val_hessian_diag) -> Coreset | str:
+def _run_method(name: str, options: dict, prepared: dict | None, *, fraction: float,
+                seed: int, grads, labels, hessian_diag, val_grads, val_hessian_diag,
+                val_labels) -> Coreset | str:
     """The method's coreset for this round, or the note saying why it could not run."""
-    if name not in strategies.available_strategies():
+    if prepared is not None:
+        # selecting advances a strategy's state (its round, its smoothing): a copy
+        # selects, the caller's strategy stays as it was restored
+        strategy = copy.deepcopy(prepared["strategy"])
+        select_options = dict(prepared["select_options"])
+    elif name not in strategies.available_strategies():
         return (f"method {name!r} is not registered in this installation "
                 f"(available: {', '.join(strategies.available_strategies())}); skipped")
-    strategy = strategies.get_strategy(name, fraction=fraction, seed=seed, **options)
+    else:
+        strategy = strategies.get_strategy(name, fraction=fraction, seed=seed, **options)
+        select_options = {}
     inputs: dict[str, Any] = {}
     if "hessian_diag" in strategy.requires:
         inputs["hessian_diag"] = hessian_diag
@@ -384,12 +436,19 @@ def _run_method(name: str, options: dict, *, fraction: float, seed: int, grads, 
         inputs["val_grads"] = val_grads
         if val_hessian_diag is not None:
             inputs["val_hessian_diag"] = val_hessian_diag
-    return strategy.select(grads, labels, **inputs)
+    if "val_labels" in strategy.requires:
+        if val_labels is None:
+            return (f"method {name!r} needs val_labels (the classes of the validation "
+                    f"rows), none given; skipped")
+        inputs["val_labels"] = val_labels
+    return strategy.select(grads, labels, **inputs, **select_options)
 
 
 def diagnose(grads, labels, *, hessian_diag, fraction: float,
              methods: Sequence[str] = DEFAULT_METHODS, seed: int = 0, val_grads=None,
-             val_hessian_diag=None, strategy_options: Mapping[str, Mapping] | None = None) -> dict:
+             val_hessian_diag=None, val_labels=None,
+             strategy_options: Mapping[str, Mapping] | None = None,
+             prepared: Mapping[str, Mapping] | None = None, eps: float | None = None) -> dict:
     """Run each method once at the same budget and measure the poster's three claims.
 
     Parameters
@@ -411,9 +470,20 @@ def diagnose(grads, labels, *, hessian_diag, fraction: float,
         Seed given to every strategy.
     val_grads, val_hessian_diag : array or Tensor, shape (m, p), optional
         Validation vectors for GLISTER.
+    val_labels : array, shape (m,), optional
+        Classes of the validation rows, for a GLISTER that needs them (per class).
     strategy_options : dict, optional
         Method name -> extra keyword options of its strategy (not ``fraction`` or
         ``seed``). AdaCore's ``eps`` there is also the eps of the preconditioned error.
+    prepared : dict, optional
+        Method name -> ``{"strategy": Strategy, "state": str, "select_options": dict}``:
+        a strategy to use instead of a fresh one (e.g. restored from a run), the words
+        saying which state it holds, and extra arguments of its ``select`` (e.g.
+        ``steps``). It selects on a deep copy, so the given strategy's state is not
+        advanced; its own ``fraction`` and ``seed`` apply.
+    eps : float, optional
+        eps of the preconditioned error (default: AdaCore's ``strategy_options`` eps,
+        else 1e-4).
 
     Returns
     -------
@@ -430,7 +500,10 @@ def diagnose(grads, labels, *, hessian_diag, fraction: float,
         ``per_dimension_summary`` (:func:`dimension_error_summary`),
         ``gradient_error`` (``||sum g - sum w g|| / ||sum g||``),
         ``preconditioned_error`` and ``curvature`` (:func:`curvature_spread`),
-        ``select_seconds``.
+        ``select_seconds``, ``strategy_state`` ("fresh", or the prepared entry's words),
+        ``round`` (the strategy's round this selection was) and
+        ``own_preconditioned_error`` (the error on the method's own preconditioned
+        vectors, which for a restored AdaCore are smoothed; None for methods without).
 
     Raises
     ------
@@ -459,22 +532,31 @@ def diagnose(grads, labels, *, hessian_diag, fraction: float,
             if val_diag.shape != val.shape:
                 raise InputError(f"val_hessian_diag: got shape {val_diag.shape}, expected "
                                  f"{val.shape} (the shape of val_grads)")
-    elif val_hessian_diag is not None:
-        raise InputError("val_hessian_diag: given without val_grads; expected both or "
-                         "val_grads alone")
-    eps = check_positive("strategy_options['adacore']['eps']",
-                         options.get("adacore", {}).get("eps", DEFAULT_EPS), allow_zero=True)
+        if val_labels is not None:
+            val_labels = as_labels("val_labels", val_labels, val.shape[0])
+    elif val_hessian_diag is not None or val_labels is not None:
+        raise InputError("val_hessian_diag, val_labels: given without val_grads; expected "
+                         "them with val_grads")
+    ready = _check_prepared(prepared, names, options)
+    if eps is None:
+        eps = check_positive("strategy_options['adacore']['eps']",
+                             options.get("adacore", {}).get("eps", DEFAULT_EPS),
+                             allow_zero=True)
+    else:
+        eps = check_positive("eps", eps, allow_zero=True)
 
     scale = np.abs(vectors).mean(axis=0)
     order, low, high = _scale_groups(scale)
     k = budget_from_fraction(fraction, n)
     records: dict[str, dict] = {}
     for name in names:
-        outcome = _run_method(name, options.get(name, {}), fraction=fraction, seed=seed,
-                              grads=grads, labels=label_array, hessian_diag=hessian_diag,
-                              val_grads=val_grads, val_hessian_diag=val_hessian_diag)
+        outcome = _run_method(name, options.get(name, {}), ready.get(name),
+                              fraction=fraction, seed=seed, grads=grads, labels=label_array,
+                              hessian_diag=hessian_diag, val_grads=val_grads,
+                              val_hessian_diag=val_hessian_diag, val_labels=val_labels)
+        state = ready[name]["state"] if name in ready else FRESH
         if isinstance(outcome, str):
-            records[name] = _skipped(name, outcome)
+            records[name] = {**_skipped(name, outcome), "strategy_state": state}
             continue
         outcome.method = outcome.method or name
         estimator, weighting = as_estimator(outcome, n)
@@ -497,6 +579,8 @@ def diagnose(grads, labels, *, hessian_diag, fraction: float,
             "preconditioned_error": preconditioned_error(vectors, diag, estimator, eps),
             "curvature": curvature_spread(diag, estimator),
             "select_seconds": float(outcome.metadata.get("select_seconds", math.nan)),
+            "strategy_state": state, "round": int(outcome.round),
+            "own_preconditioned_error": outcome.metadata.get("preconditioned_gradient_error"),
         }
     curvature = np.linalg.norm(diag, axis=1)
     report = {
@@ -517,10 +601,119 @@ def diagnose(grads, labels, *, hessian_diag, fraction: float,
             "curvature scale of an example: ||d_i||; bins: deciles of the full set",
             "weights: as each method returned them, except unit weights (GLISTER), "
             "rescaled to n / k each",
+            "strategy state: 'fresh' is a strategy's first round; 'restored from run "
+            "(round N)' continues a run's strategy (round N + 1, on a copy)",
         ],
         "methods": records,
     }
     return _finite_or_none(report)
+
+
+# --------------------------------------------------------------------------- from a run
+
+SPACES = ("logits", "last_layer")
+
+
+def _restore(config, state: Mapping, space: str, run_space: str,
+             fraction: float) -> tuple[dict | None, str]:
+    """The run's strategy with its checkpointed state, or None and why it stays fresh.
+
+    The strategy is the run's (its options and seed) at the diagnosis's ``fraction``:
+    the state does not depend on the budget."""
+    loader_state = state.get("loader")
+    saved = loader_state.get("strategy") if isinstance(loader_state, Mapping) else None
+    if not isinstance(saved, Mapping):
+        return None, f"{FRESH} (the checkpoint holds no strategy state)"
+    if space != run_space:
+        # per-example state (AdaCore's smoothing) lives in the space the run probed
+        return None, (f"{FRESH} (the run selected in space {run_space!r}; this diagnosis "
+                      f"probes {space!r})")
+    strategy = dataclasses.replace(config, fraction=fraction).strategy()
+    try:
+        strategy.load_state_dict(copy.deepcopy(dict(saved)))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise InputError(f"--from-run: the checkpoint's strategy state does not load into "
+                         f"a {config.method!r} strategy ({type(error).__name__}: {error})"
+                         ) from error
+    rounds = saved.get("round")
+    words = f"restored from run (round {int(rounds)})" if rounds is not None else \
+        "restored from run"
+    select_options = {}
+    steps = loader_state.get("steps_since_selection")
+    if getattr(strategy, "uses_steps", False) and steps is not None:
+        # the training time since the run's last round, as the loader would pass it
+        select_options["steps"] = int(steps)
+    return {"strategy": strategy, "state": words, "select_options": select_options}, words
+
+
+def diagnose_run(run_dir: str | os.PathLike, *, fraction: float,
+                 methods: Sequence[str] = DEFAULT_METHODS, seed: int = 0,
+                 space: str | None = None) -> dict:
+    """:func:`diagnose` on a finished (or stopped) run's model, with its strategy's state.
+
+    The run's model is probed on its own training and validation data; the method the
+    run trained selects with the state it had after its last round (restored from the
+    checkpoint with ``load_state_dict``, so this is the round the run would have done
+    next), every other method fresh.
+
+    Parameters
+    ----------
+    run_dir : str or path-like
+        A folder written by ``adacore run`` (holding ``checkpoint.pt``).
+    fraction, methods, seed
+        As for :func:`diagnose`; ``seed`` seeds the fresh strategies (the restored one
+        keeps the run's).
+    space : {"logits", "last_layer"}, optional
+        Gradient space of the probe (default: the space the run selected in). In
+        another space the run's strategy cannot use its state and starts fresh.
+
+    Returns
+    -------
+    dict
+        The report of :func:`diagnose` with ``source``: ``run_dir``, ``method`` (the
+        run's), ``space``, ``run_space``, ``epoch`` (of the checkpoint) and
+        ``strategy_state`` (the run's method's state, in words).
+    """
+    from adacore.experiments.runner import make_config, probe_run
+    from adacore.training.checkpoint import load_checkpoint
+
+    folder = Path(run_dir)
+    state = load_checkpoint(folder / "checkpoint.pt")
+    if not isinstance(state.get("config"), Mapping):
+        raise InputError(f"--from-run: {str(folder)!r} holds a checkpoint without the run's "
+                         f"config; expected one written by adacore run")
+    config = make_config(dict(state["config"]))
+    run_space = config.space if config.space != "auto" else config.strategy().preferred_space
+    space = run_space if space is None else check_choice("space", space, SPACES)
+    names = _check_methods(methods)
+    prepared, words = None, None
+    if config.method in names:
+        prepared, words = _restore(config, state, space, run_space,
+                                   check_fraction("fraction", fraction))
+    arrays = probe_run(folder, space=space)
+    val_labels = arrays.get("val_labels")
+    if val_labels is None:
+        from adacore.data import load_dataset
+        # probe_run does not return the validation classes (yet): the same split again
+        val_labels = load_dataset(config.dataset, root=config.data_root,
+                                  imbalance_ratio=config.imbalance_ratio,
+                                  seed=config.seed).val.y.numpy()
+    report = diagnose(arrays["grads"], arrays["labels"], hessian_diag=arrays["hessian_diag"],
+                      fraction=fraction, methods=names, seed=seed,
+                      val_grads=arrays["val_grads"],
+                      val_hessian_diag=arrays["val_hessian_diag"], val_labels=val_labels,
+                      prepared={config.method: prepared} if prepared else None,
+                      eps=config.eps)
+    if prepared is None and config.method in report["methods"]:
+        report["methods"][config.method]["strategy_state"] = words
+    loader_state = state.get("loader")
+    report["source"] = {"run_dir": str(folder), "method": config.method, "space": space,
+                        "run_space": run_space,
+                        "epoch": (int(loader_state["epoch"])
+                                  if isinstance(loader_state, Mapping)
+                                  and "epoch" in loader_state else None),
+                        "strategy_state": words}
+    return report
 
 
 # --------------------------------------------------------------------------- report output
@@ -604,8 +797,9 @@ def _curvature_figure(report: Mapping) -> Figure:
         axes.set_yscale("log")
     axes.set_ylabel(r"curvature scale $\|d_i\|$ (log where all > 0)")
     axes.set_title("Curvature of the selected points vs the full set\n"
-                   "box: quartiles, whiskers: 10-90%; deciles hit, weighted decile "
-                   "coverage (1 = the full set's)", fontsize=10)
+                   "box: quartiles, whiskers: 10-90%\n"
+                   "under each method: deciles hit, weighted decile coverage (1 = the full "
+                   "set's)", fontsize=10)
     axes.grid(True, alpha=0.3, axis="y")
     return figure
 
@@ -646,20 +840,27 @@ def diagnosis_markdown(report: Mapping) -> str:
     lines = [f"Diagnosis of one selection round: n = {report['n']}, p = {report['p']}, "
              f"k = {report['k']} ({100 * report['fraction']:g}%), seed "
              f"{report.get('seed', 'n/a')}.", ""]
-    header = ["method", "k", "median per-dim error", "max per-dim error",
+    source = report.get("source")
+    if isinstance(source, Mapping):
+        lines[0] = lines[0][:-1] + (
+            f"; probed from the run in {source.get('run_dir')!s} ({source.get('method')}, "
+            f"checkpoint of epoch {source.get('epoch')}, space {source.get('space')}).")
+    header = ["method", "k", "strategy state", "median per-dim error", "max per-dim error",
               "low-scale dims (median)", "high-scale dims (median)", "low / high",
               "gradient error", "preconditioned error", "curvature deciles covered",
               "weighted curvature coverage"]
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     notes = []
     for name, record in report["methods"].items():
+        state = _cell(record.get("strategy_state", FRESH))
         if record.get("status") != "ok":
-            lines.append("| " + " | ".join([_cell(name)] + ["—"] * (len(header) - 1)) + " |")
+            lines.append("| " + " | ".join([_cell(name), "—", state]
+                                           + ["—"] * (len(header) - 3)) + " |")
             notes.append(f"- {name}: {record.get('note')}")
             continue
         summary, curvature = record["per_dimension_summary"], record["curvature"]
         lines.append("| " + " | ".join([
-            _cell(name), str(record["coreset_size"]), _cell(summary["median"]),
+            _cell(name), str(record["coreset_size"]), state, _cell(summary["median"]),
             _cell(summary["max"]), _cell(summary["low_scale_median"]),
             _cell(summary["high_scale_median"]), _cell(summary["low_over_high"]),
             _cell(record["gradient_error"]), _cell(record["preconditioned_error"]),
