@@ -118,30 +118,72 @@ def test_hutchinson_rejects_bad_arguments():
         hutchinson_diagonal((x ** 2).sum(), [])
 
 
-def test_smoother_follows_the_formula_and_round_trips():
+def _explicit_weights(beta, steps):
+    """Weight of each round in the last one's average, from the closed form
+    w_1 = prod_{j>1} a_j, w_i = (1 - a_i) prod_{j>i} a_j, a_j = beta ** steps_j."""
+    decays = [beta ** s for s in steps]
+    weights = []
+    for i in range(len(steps)):
+        later = float(np.prod(decays[i + 1:])) if i + 1 < len(steps) else 1.0
+        weights.append(later if i == 0 else (1 - decays[i]) * later)
+    return np.array(weights)
+
+
+@pytest.mark.parametrize("average", ["rms", "mean", "geometric"])
+def test_smoother_is_a_weighted_average_in_training_time(average):
     rng = np.random.default_rng(0)
-    g1, g2, g3 = (torch.from_numpy(rng.standard_normal((5, 3))) for _ in range(3))
-    d1, d2, d3 = (torch.from_numpy(rng.standard_normal((5, 3))) for _ in range(3))
-    beta2, eps = 0.9, 1e-3
-    smoother = CurvatureSmoother(beta2=beta2, eps=eps)
-    torch.testing.assert_close(smoother.precondition(g1, d1), g1 / (d1.abs() + eps))
-    v2 = beta2 * (1 - beta2) * d1 ** 2 + (1 - beta2) * d2 ** 2
-    expected = g2 / (torch.sqrt(v2 / (1 - beta2 ** 2)) + eps)
-    torch.testing.assert_close(smoother.precondition(g2, d2), expected)
+    gs = [torch.from_numpy(rng.standard_normal((5, 3))) for _ in range(3)]
+    ds = [torch.from_numpy(rng.standard_normal((5, 3))) for _ in range(3)]
+    beta2, eps, steps = 0.99, 1e-3, [0, 37, 120]   # the first round's steps do not count
+    smoother = CurvatureSmoother(beta2=beta2, eps=eps, average=average)
+    for t in range(3):
+        got = smoother.precondition(gs[t], ds[t], steps=steps[t])
+        weights = _explicit_weights(beta2, steps[: t + 1])
+        assert weights.sum() == pytest.approx(1.0)
+        magnitudes = np.stack([d.abs().numpy() for d in ds[: t + 1]])
+        if average == "rms":
+            hbar = np.sqrt(np.tensordot(weights, magnitudes ** 2, axes=1))
+        elif average == "mean":
+            hbar = np.tensordot(weights, magnitudes, axes=1)
+        else:
+            hbar = np.exp(np.tensordot(weights, np.log(magnitudes + eps), axes=1)) - eps
+        torch.testing.assert_close(got, gs[t] / (torch.from_numpy(hbar) + eps))
     resumed = CurvatureSmoother(beta2=0.5, eps=1.0)
     resumed.load_state_dict(smoother.state_dict())
-    torch.testing.assert_close(resumed.precondition(g3, d3), smoother.precondition(g3, d3))
+    torch.testing.assert_close(resumed.precondition(gs[0], ds[0], steps=9),
+                               smoother.precondition(gs[0], ds[0], steps=9))
     with pytest.raises(InputError, match="hessian_diag"):
-        smoother.precondition(g1[:4], d1[:4])
+        smoother.precondition(gs[0][:4], ds[0][:4])
+    with pytest.raises(InputError, match="steps"):
+        smoother.precondition(gs[0], ds[0], steps=-1)
 
 
-def test_smoother_beta1_is_a_bias_corrected_ema():
+def test_smoother_memory_is_counted_in_steps_not_rounds():
+    """Two rounds 1,000 steps apart with beta2 = 0.999 per step keep e^-1 of the old
+    curvature; the same two rounds one step apart keep 0.999 of it."""
+    old, new = torch.full((1, 1), 1.0), torch.full((1, 1), 1e-3)
+    g = torch.ones(1, 1)
+    far = CurvatureSmoother(beta2=0.999, eps=0.0)
+    far.precondition(g, old)
+    hbar_far = 1 / far.precondition(g, new, steps=1000)
+    near = CurvatureSmoother(beta2=0.999, eps=0.0)
+    near.precondition(g, old)
+    hbar_near = 1 / near.precondition(g, new, steps=1)
+    keep = 0.999 ** 1000
+    assert float(hbar_far) == pytest.approx(np.sqrt(keep + (1 - keep) * 1e-6))
+    assert float(hbar_near) == pytest.approx(np.sqrt(0.999 + 0.001 * 1e-6))
+    fresh = CurvatureSmoother(beta2=0.0, eps=0.0)
+    fresh.precondition(g, old)
+    assert float(1 / fresh.precondition(g, new, steps=1)) == pytest.approx(1e-3)
+
+
+def test_smoother_beta1_is_an_ema_in_steps():
     g1, g2 = torch.ones(2, 2), 3 * torch.ones(2, 2)
     d = torch.ones(2, 2)
     smoother = CurvatureSmoother(beta2=0.9, eps=0.0, beta1=0.5)
     torch.testing.assert_close(smoother.precondition(g1, d), g1)
-    # m2 = 0.5 * 0.5 * 1 + 0.5 * 3 = 1.75; / (1 - 0.25) = 7/3
-    torch.testing.assert_close(smoother.precondition(g2, d), torch.full((2, 2), 7 / 3))
+    # two steps: a = 0.25, m2 = 0.25 * 1 + 0.75 * 3 = 2.5
+    torch.testing.assert_close(smoother.precondition(g2, d, steps=2), torch.full((2, 2), 2.5))
 
 
 def test_smoother_rejects_bad_hyperparameters():
@@ -149,3 +191,5 @@ def test_smoother_rejects_bad_hyperparameters():
         CurvatureSmoother(beta2=1.0)
     with pytest.raises(InputError, match="eps"):
         CurvatureSmoother(eps=-1)
+    with pytest.raises(InputError, match="average"):
+        CurvatureSmoother(average="median")

@@ -41,7 +41,7 @@ def test_craig_is_per_class_facility_location_on_the_gradients():
 
 def test_adacore_first_and_second_calls_follow_the_formula():
     grads, labels, diag = problem(1)
-    beta2, eps = 0.99, 1e-3
+    beta2, eps, steps = 0.99, 1e-3, 50
     strategy = AdaCore(0.05, beta2=beta2, eps=eps)
     first = strategy.select(grads, labels, hessian_diag=diag)
     reference = facility_on(grads / (np.abs(diag) + eps), labels, 0.05)
@@ -49,9 +49,9 @@ def test_adacore_first_and_second_calls_follow_the_formula():
     np.testing.assert_array_equal(first.weights, reference.weights)
 
     grads2, _, diag2 = problem(2)
-    v = beta2 * (1 - beta2) * diag.astype(np.float64) ** 2 + (1 - beta2) * diag2 ** 2.0
-    smoothed = np.sqrt(v / (1 - beta2 ** 2))
-    second = strategy.select(grads2, labels, hessian_diag=diag2)
+    keep = beta2 ** steps
+    smoothed = np.sqrt(keep * diag.astype(np.float64) ** 2 + (1 - keep) * diag2 ** 2.0)
+    second = strategy.select(grads2, labels, hessian_diag=diag2, steps=steps)
     reference2 = facility_on(grads2 / (smoothed + eps), labels, 0.05)
     np.testing.assert_array_equal(second.indices, reference2.indices)
     assert second.round == 2
@@ -61,13 +61,13 @@ def test_adacore_first_and_second_calls_follow_the_formula():
 
 def test_adacore_state_dict_resumes_the_smoothing():
     grads, labels, diag = problem(3)
-    unbroken = AdaCore(0.05)
+    unbroken = AdaCore(0.05, beta2=0.99)
     unbroken.select(grads, labels, hessian_diag=diag)
-    resumed = AdaCore(0.05)
+    resumed = AdaCore(0.05, beta2=0.99)
     resumed.load_state_dict(unbroken.state_dict())
     grads2, _, diag2 = problem(4)
-    a = unbroken.select(grads2, labels, hessian_diag=diag2)
-    b = resumed.select(grads2, labels, hessian_diag=diag2)
+    a = unbroken.select(grads2, labels, hessian_diag=diag2, steps=40)
+    b = resumed.select(grads2, labels, hessian_diag=diag2, steps=40)
     np.testing.assert_array_equal(a.indices, b.indices)
     assert b.round == 2
 

@@ -33,9 +33,11 @@ def test_loader_batches_cover_the_coreset_and_reselect_on_schedule():
     strategy = get_strategy("craig", fraction=0.1)
     loader = CoresetLoader(x, y, strategy, batch_size=5, select_every=3, warm_start_epochs=1)
     model = MLP(in_features=5, hidden=(4,), num_classes=3)
-    rounds = []
+    rounds, selected = [], set()
     for epoch in range(1, 9):
         batches = list(loader.epoch(model))
+        if loader.coreset_ is not None:
+            selected |= set(loader.coreset_.indices.tolist())
         seen_x = torch.cat([b[0] for b in batches])
         weights = torch.cat([b[2] for b in batches])
         if epoch == 1:   # warm start: every example once, weight 1
@@ -49,7 +51,9 @@ def test_loader_batches_cover_the_coreset_and_reselect_on_schedule():
         rounds.append(strategy.round_)
     # selections at epochs 2, 5, 8 (every 3 after the warm start)
     assert rounds == [0, 1, 1, 1, 2, 2, 2, 3]
-    assert loader.fraction_visited == 1.0  # the warm-start epoch saw everything
+    # visited: distinct examples ever selected; the warm start is counted apart
+    assert loader.fraction_visited == pytest.approx(len(selected) / 120)
+    assert loader.fraction_visited < 1 and loader.warm_start_examples_ == 120
 
 
 def test_loader_state_round_trip_continues_identically():
@@ -329,3 +333,46 @@ def test_runs_saved_before_a_new_setting_existed_still_match():
     assert same_settings(stored, TrainConfig(method="craig"))
     assert not same_settings(stored, TrainConfig(method="craig", projection_dim=8))
     assert not same_settings(stored, TrainConfig(method="random"))
+
+
+def test_one_step_gradient_with_unequal_weights_and_a_partial_batch_by_hand():
+    """The trainer's step is the gradient of mean_b(w_j l_j), w of mean 1 over the whole
+    coreset: computed here by hand for a one-parameter model l_j = (theta x_j - t_j)^2 / 2,
+    whose gradient is w_j (theta x_j - t_j) x_j, averaged over the batch's examples."""
+    from adacore.coreset import Coreset
+    from adacore.distributed.ddp import DistributedCoresetSampler, weighted_loss
+
+    x = torch.tensor([1.0, 2.0, -1.0, 3.0, 0.5])
+    t = torch.tensor([0.0, 1.0, 2.0, -1.0, 4.0])
+    coreset = Coreset(indices=np.arange(5), weights=np.array([1.0, 2.0, 1.0, 8.0, 3.0]),
+                      gains=np.zeros(5))
+    w = torch.from_numpy(coreset.normalized_weights()).float()
+    assert w.tolist() == pytest.approx([1 / 3, 2 / 3, 1 / 3, 8 / 3, 1.0])  # mean 1 overall
+    sampler = DistributedCoresetSampler(torch.arange(5), w, batch_size=2,
+                                        generator=torch.Generator().manual_seed(0),
+                                        rank=0, world_size=1)
+    batches = list(sampler)
+    assert [len(rows) for rows, _ in batches] == [2, 2, 1]   # a partial last batch
+    theta0 = 0.5
+    for rows, weights in batches:
+        theta = torch.tensor(theta0, requires_grad=True)
+        losses = (theta * x[rows] - t[rows]) ** 2 / 2
+        loss, _, count = weighted_loss(losses, weights)
+        loss.backward()
+        by_hand = sum(float(w[j]) * (theta0 * float(x[j]) - float(t[j])) * float(x[j])
+                      for j in rows.tolist()) / len(rows)
+        assert float(theta.grad) == pytest.approx(by_hand, rel=1e-6)
+        assert float(count) == len(rows)
+        # not the ratio estimator sum(w g) / sum(w)
+        ratio = by_hand * len(rows) / float(weights.sum())
+        assert abs(float(theta.grad) - ratio) > 1e-3 * abs(by_hand)
+    # over one pass, the expected step is proportional to sum_j gamma_j g_j
+    full = sum(coreset.weights[j] * (theta0 * float(x[j]) - float(t[j])) * float(x[j])
+               for j in range(5))
+    passed = 0.0
+    for rows, weights in batches:
+        theta = torch.tensor(theta0, requires_grad=True)
+        loss, _, _ = weighted_loss((theta * x[rows] - t[rows]) ** 2 / 2, weights)
+        loss.backward()
+        passed += float(theta.grad) * len(rows)
+    assert passed == pytest.approx(full / coreset.weights.mean(), rel=1e-6)

@@ -118,6 +118,10 @@ _HELP = {
     "augment": "batch augmentation: none or crop_flip (CIFAR)",
     "probe_batch_size": "examples per batch of the selection's probe",
     "eval_batch_size": "examples per batch of evaluation",
+    "beta2": "adacore: curvature smoothing per optimizer step, in [0, 1) (0: fresh each round)",
+    "eps": "adacore: damping added to the curvature before dividing",
+    "curvature_average": "adacore: what the smoothing averages: rms, mean or geometric",
+    "diagnostics": "adacore: also run CRAIG each round and log the overlap (costs a round)",
     "neighbors": "adacore/craig: select on each point's K nearest neighbours (sparse engine)",
     "max_memory": "adacore/craig: memory one class's selection may use, e.g. 4GB (default "
                   "half the machine's); over it the sparse engine runs, or the run refuses",
@@ -298,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--out", required=True, help="output .npz file")
     select.add_argument("--budget", default="proportional", choices=BUDGET_MODES)
     select.add_argument("--optimizer", default="lazy", choices=sorted(OPTIMIZERS))
-    select.add_argument("--beta2", type=float, default=0.999)
+    select.add_argument("--beta2", type=float, default=0.0,
+                        help="curvature smoothing per optimizer step (one round: no effect)")
     select.add_argument("--eps", type=float, default=1e-4)
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--neighbors", type=int, metavar="K",

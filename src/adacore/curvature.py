@@ -10,11 +10,13 @@ cross-entropy: the Hessian in the logits is diag(p) - p p^T.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 
-from adacore.validation import InputError, check_int, check_positive, check_unit_interval
+from adacore.validation import (InputError, check_choice, check_int, check_positive,
+                                check_unit_interval)
 
 
 def _probabilities_and_residual(logits: torch.Tensor, labels: torch.Tensor):
@@ -136,22 +138,45 @@ def hutchinson_diagonal(loss: torch.Tensor, params: Sequence[torch.Tensor], *,
     return [e.detach() / n_samples for e in estimates]
 
 
+AVERAGES = ("rms", "mean", "geometric")
+
+
 class CurvatureSmoother:
-    """Per-example, bias-corrected smoothing of the curvature across selection rounds.
+    """Per-example smoothing of the curvature across selection rounds, in training time.
 
-    v_t = beta2 v_{t-1} + (1 - beta2) d_t^2,  Hbar_t = sqrt(v_t / (1 - beta2^t)),
-    and the preconditioned vectors are u_t = ghat_t / (Hbar_t + eps), with
-    ghat_t = g_t, or with ``beta1 > 0`` the bias-corrected EMA of g. On the first call
-    Hbar_1 = |d_1|. This is our reading of the poster's formula (the paper body was not
-    available); beta2 = 0.999 and eps = 1e-4 are our defaults, both configurable.
+    The poster smooths diag(H) like Adam's second moment: Hbar_t is a root mean square
+    of the rounds' diagonals, recent rounds weighted more. Adam's beta2 is a constant
+    *per optimizer step*; selection rounds are many steps apart, so here the state
+    decays by ``a_t = beta2 ** steps_t``, ``steps_t`` the optimizer steps taken since
+    the previous round (the caller passes it; one step per round when it does not)::
 
-    State (``state_dict``): the step count and the running moments, per example.
+        m_1 = f(|d_1|),   m_t = a_t m_{t-1} + (1 - a_t) f(|d_t|),   Hbar_t = f^-1(m_t)
+
+    so a round's weight in Hbar_t is (1 - a_i) prod_{j>i} a_j and the memory is about
+    1 / (1 - beta2) optimizer steps. The first round fills the state (Hbar_1 = |d_1|),
+    which is Adam's bias correction for an observation that stands for all the time
+    before it; no other correction is needed. ``beta2 = 0`` keeps no memory: every
+    round uses its own, fresh curvature.
+
+    ``average`` is f: ``"rms"`` (f(x) = x^2, the poster's formula), ``"mean"``
+    (f(x) = x) or ``"geometric"`` (f(x) = log(x + eps), so Hbar_t + eps is a weighted
+    geometric mean of |d_i| + eps). The choice matters because the curvature of a
+    softmax model falls by orders of magnitude while it learns: any average of squares
+    (or of values) is dominated by the early, large curvature unless its memory is
+    short, whereas a geometric mean moves by the share of time since the change.
+
+    The preconditioned vectors are u_t = ghat_t / (Hbar_t + eps), ghat_t = g_t, or with
+    ``beta1 > 0`` the same kind of EMA of g (decay ``beta1 ** steps_t``).
+
+    State (``state_dict``): the round count and the running averages, per example.
     """
 
-    def __init__(self, beta2: float = 0.999, eps: float = 1e-4, beta1: float = 0.0):
+    def __init__(self, beta2: float = 0.0, eps: float = 1e-4, beta1: float = 0.0,
+                 average: str = "rms"):
         self.beta2 = check_unit_interval("beta2", beta2)
         self.eps = check_positive("eps", eps, allow_zero=True)
         self.beta1 = check_unit_interval("beta1", beta1)
+        self.average = check_choice("average", average, AVERAGES)
         self.reset()
 
     def reset(self) -> None:
@@ -160,43 +185,84 @@ class CurvatureSmoother:
         self.second_moment: torch.Tensor | None = None
         self.first_moment: torch.Tensor | None = None
 
-    def curvature(self, hessian_diag: torch.Tensor) -> torch.Tensor:
-        """Fold one round's diagonal into the state and return Hbar_t."""
+    def _forward(self, magnitude: torch.Tensor) -> torch.Tensor:
+        if self.average == "rms":
+            return magnitude * magnitude
+        if self.average == "mean":
+            return magnitude
+        # the floor keeps log finite when eps = 0 and an entry is exactly zero
+        return torch.log((magnitude + self.eps).clamp_min(torch.finfo(magnitude.dtype).tiny))
+
+    def _inverse(self, moment: torch.Tensor) -> torch.Tensor:
+        if self.average == "rms":
+            return torch.sqrt(moment)
+        if self.average == "mean":
+            return moment
+        return (torch.exp(moment) - self.eps).clamp_min(0.0)
+
+    @staticmethod
+    def _decay(beta: float, steps: float) -> float:
+        steps = float(steps)
+        if not (steps >= 0 and math.isfinite(steps)):
+            raise InputError(f"steps: got {steps!r}, expected a finite number >= 0 of "
+                             f"optimizer steps since the previous round")
+        return beta ** steps
+
+    def curvature(self, hessian_diag: torch.Tensor, steps: float = 1) -> torch.Tensor:
+        """Fold one round's diagonal into the state and return Hbar_t.
+
+        ``steps``: optimizer steps since the previous round (ignored on the first).
+        """
         if self.second_moment is not None and self.second_moment.shape != hessian_diag.shape:
             raise InputError(f"hessian_diag: got shape {tuple(hessian_diag.shape)}, expected "
                              f"{tuple(self.second_moment.shape)} as in the earlier rounds "
                              f"(the smoothing is per example)")
+        decay = self._decay(self.beta2, steps)
         self.step += 1
-        square = hessian_diag * hessian_diag
+        observed = self._forward(hessian_diag.abs())
         if self.second_moment is None:
-            self.second_moment = (1.0 - self.beta2) * square
+            self.second_moment = observed
         else:
-            self.second_moment = (self.beta2 * self.second_moment.to(square.device)
-                                  + (1.0 - self.beta2) * square)
-        return torch.sqrt(self.second_moment / (1.0 - self.beta2 ** self.step))
+            self.second_moment = (decay * self.second_moment.to(observed.device)
+                                  + (1.0 - decay) * observed)
+        return self._inverse(self.second_moment)
 
-    def gradient(self, grads: torch.Tensor) -> torch.Tensor:
+    def gradient(self, grads: torch.Tensor, steps: float = 1) -> torch.Tensor:
         """The gradient used this round (the EMA when beta1 > 0); call after ``curvature``."""
         if self.beta1 == 0.0:
             return grads
+        decay = self._decay(self.beta1, steps)
         if self.first_moment is None:
-            self.first_moment = (1.0 - self.beta1) * grads
+            self.first_moment = grads
         else:
-            self.first_moment = (self.beta1 * self.first_moment.to(grads.device)
-                                 + (1.0 - self.beta1) * grads)
-        return self.first_moment / (1.0 - self.beta1 ** self.step)
+            self.first_moment = (decay * self.first_moment.to(grads.device)
+                                 + (1.0 - decay) * grads)
+        return self.first_moment
 
-    def precondition(self, grads: torch.Tensor, hessian_diag: torch.Tensor) -> torch.Tensor:
+    def precondition(self, grads: torch.Tensor, hessian_diag: torch.Tensor,
+                     steps: float = 1) -> torch.Tensor:
         """One round: u_t = ghat_t / (Hbar_t + eps)."""
-        smoothed = self.curvature(hessian_diag)
-        return self.gradient(grads) / (smoothed + self.eps)
+        smoothed = self.curvature(hessian_diag, steps)
+        self.last_curvature_ratio_ = _median_ratio(smoothed + self.eps,
+                                                   hessian_diag.abs() + self.eps)
+        return self.gradient(grads, steps) / (smoothed + self.eps)
 
     def state_dict(self) -> dict:
-        return {"beta2": self.beta2, "eps": self.eps, "beta1": self.beta1, "step": self.step,
+        return {"beta2": self.beta2, "eps": self.eps, "beta1": self.beta1,
+                "average": self.average, "step": self.step,
                 "second_moment": self.second_moment, "first_moment": self.first_moment}
 
     def load_state_dict(self, state: dict) -> None:
         self.beta2, self.eps, self.beta1 = state["beta2"], state["eps"], state["beta1"]
+        self.average = check_choice("average", state.get("average", "rms"), AVERAGES)
         self.step = int(state["step"])
         self.second_moment = state["second_moment"]
         self.first_moment = state["first_moment"]
+
+
+def _median_ratio(used: torch.Tensor, fresh: torch.Tensor) -> float:
+    """Median over entries of used / fresh (a sample of at most 1M entries)."""
+    ratio = (used / fresh.clamp_min(torch.finfo(fresh.dtype).tiny)).reshape(-1)
+    if ratio.numel() > 1_000_000:
+        ratio = ratio[:: ratio.numel() // 1_000_000 + 1]
+    return float(ratio.float().median()) if ratio.numel() else float("nan")

@@ -16,7 +16,7 @@ onto W ranks, each holding the whole training set as a single-process run does:
   permutation of the coreset from the same seeded generator on every rank and gives
   rank r a contiguous share of each global batch.
 - **loss**: :func:`weighted_loss` scales each rank's share so that DDP's gradient
-  average is the single-process gradient of ``sum(w l) / sum(w)`` over the global batch.
+  average is the single-process gradient of ``mean(w l)`` over the global batch.
 - **evaluation**: each rank evaluates a block of whole batches; the sums are added up
   across ranks, so every rank ends an epoch with the same figures.
 - **files**: rank 0 alone takes the folder lock and writes ``metrics.jsonl``,
@@ -356,10 +356,17 @@ def weighted_loss(losses: torch.Tensor, weights: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss to backpropagate for this rank's share of a weighted global batch.
 
-    The single-process loss of a global batch is ``sum(w l) / sum(w)``. DDP averages
-    the W ranks' gradients, so rank r backpropagates ``W sum_r(w l) / sum(w)``, with
-    ``sum(w)`` over the whole global batch; one all-reduce of two numbers gives both
-    that total and the global loss, the same on every rank.
+    The single-process loss of a global batch of m examples is ``mean(w l) =
+    sum(w l) / m``, the weights being the coreset's rescaled to mean 1 over the *whole
+    coreset* (:meth:`adacore.Coreset.normalized_weights`): its expectation over the
+    batch order is proportional to ``sum_j gamma_j g_j``, the sum the coreset's
+    guarantee is about, and a short last batch gets the same expected step as a full
+    one. (Dividing by ``sum(w)`` per batch instead would be a biased ratio estimator
+    that shrinks the heaviest weights' effect.) DDP averages the W ranks' gradients,
+    so rank r backpropagates ``W sum_r(w l) / m``, with m counted over the whole
+    global batch; one all-reduce of two numbers gives m and the global loss, the same
+    on every rank. Under torch.distributed an example of weight 0 is the padding of an
+    empty share (:class:`GlobalBatch`) and is not counted in m.
 
     Parameters
     ----------
@@ -368,18 +375,20 @@ def weighted_loss(losses: torch.Tensor, weights: torch.Tensor
 
     Returns
     -------
-    (loss, batch_loss, batch_weight)
-        ``loss``: to call ``backward()`` on. ``batch_loss``: the global batch's weighted
-        mean loss, detached, identical on every rank, so that a non-finite one stops
-        every rank at the same step. ``batch_weight``: ``sum(w)`` over the global batch.
-        Outside a process group: ``sum(w l) / sum(w)``, that loss detached, ``sum(w)``.
+    (loss, batch_loss, batch_size)
+        ``loss``: to call ``backward()`` on. ``batch_loss``: the global batch's
+        ``mean(w l)``, detached, identical on every rank, so that a non-finite one
+        stops every rank at the same step. ``batch_size``: m, the examples in the
+        global batch (a float tensor). Outside a process group: ``mean(w l)``, that
+        loss detached, ``len(losses)``.
     """
     weighted_sum = (weights * losses).sum()
     if not is_distributed():
-        total = weights.sum()
-        loss = weighted_sum / total
-        return loss, loss.detach(), total.detach()
-    sums = all_sum(torch.stack([weighted_sum.detach(), weights.sum().detach()]))
+        count = torch.tensor(float(losses.numel()), device=losses.device)
+        loss = weighted_sum / count
+        return loss, loss.detach(), count
+    count = (weights != 0).sum().to(weighted_sum.dtype)
+    sums = all_sum(torch.stack([weighted_sum.detach(), count.detach()]))
     loss = weighted_sum * world_size() / sums[1]
     return loss, sums[0] / sums[1], sums[1]
 

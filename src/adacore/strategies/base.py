@@ -59,6 +59,8 @@ class Strategy(abc.ABC):
     reselect_every: ClassVar[int | None] = None
     # the gradient space the method's authors used, for probes asked for space "auto"
     preferred_space: ClassVar[str] = "logits"
+    # whether the state decays in training time: callers then pass select(steps=)
+    uses_steps: ClassVar[bool] = False
 
     def __init__(self, fraction: float, *, budget: str = "proportional", seed: int = 0):
         self.fraction = check_fraction("fraction", fraction)
@@ -71,8 +73,14 @@ class Strategy(abc.ABC):
         k = budget_from_fraction(self.fraction, labels.shape[0])
         return per_class_budgets(labels, k, self.budget)
 
-    def select(self, grads, labels, **inputs) -> Coreset:
-        """Validate the inputs, run one selection round, time it."""
+    def select(self, grads, labels, *, steps: float | None = None, **inputs) -> Coreset:
+        """Validate the inputs, run one selection round, time it.
+
+        ``steps``: optimizer steps taken since the previous round (training time), for
+        strategies whose state decays in training time (AdaCore's smoothing); ``None``
+        counts one step per round. Other strategies ignore it.
+        """
+        self.steps_since_last_ = 1.0 if steps is None else float(steps)
         if grads is None and "grads" in self.requires:
             raise InputError(f"grads: method {self.name!r} needs per-example vectors, got None")
         vectors = None

@@ -101,8 +101,8 @@ class Craig(Strategy):
 class AdaCore(Craig):
     """AdaCore (Pooladzandi et al., 2022): facility location on Hessian-preconditioned gradients.
 
-    Each round the vectors are u = g / (Hbar_t + eps), Hbar_t the bias-corrected,
-    per-example smoothing of |diag H| across rounds (see
+    Each round the vectors are u = g / (Hbar_t + eps), Hbar_t the per-example smoothing
+    of |diag H| across rounds in training time (see
     :class:`adacore.curvature.CurvatureSmoother`). On the first call Hbar = |hessian_diag|.
 
     Parameters
@@ -110,20 +110,31 @@ class AdaCore(Craig):
     fraction : float
         Share of the examples to select, in (0, 1].
     beta2 : float
-        Smoothing of the squared curvature across rounds, in [0, 1).
+        Smoothing constant *per optimizer step*, in [0, 1): between two rounds the
+        state decays by ``beta2 ** steps`` (``select(..., steps=)``; the trainer and
+        :class:`~adacore.training.CoresetLoader` pass the steps they took). 0 (the
+        default) uses each round's own curvature; see the README for the study that
+        chose it.
     eps : float
         Damping added to Hbar before dividing.
     beta1 : float
-        Optional EMA of the gradients across rounds (0: off, the default).
+        Optional EMA of the gradients across rounds, per step like ``beta2`` (0: off).
+    average : {"rms", "mean", "geometric"}
+        What the smoothing averages: squares (the poster's formula), values, or logs.
+    diagnostics : bool
+        Also run CRAIG on the same vectors each round and record the share of AdaCore's
+        picks it shares (``metadata["craig_overlap"]``); costs a second selection.
     budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory,
     client, partitions
         As for :class:`Craig`.
     """
 
     requires = ("grads", "hessian_diag")
+    uses_steps = True
 
-    def __init__(self, fraction: float, *, beta2: float = 0.999, eps: float = 1e-4,
-                 beta1: float = 0.0, budget: str = "proportional", optimizer: str = "lazy",
+    def __init__(self, fraction: float, *, beta2: float = 0.0, eps: float = 1e-4,
+                 beta1: float = 0.0, average: str = "rms", diagnostics: bool = False,
+                 budget: str = "proportional", optimizer: str = "lazy",
                  epsilon: float = 0.01, seed: int = 0, device=None,
                  neighbors: int | None = None, neighbor_search: str = "auto",
                  max_memory=None, client=None, partitions: int | None = None):
@@ -131,7 +142,10 @@ class AdaCore(Craig):
                          seed=seed, device=device, neighbors=neighbors,
                          neighbor_search=neighbor_search, max_memory=max_memory,
                          client=client, partitions=partitions)
-        self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1)
+        self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1, average=average)
+        if not isinstance(diagnostics, bool):
+            raise InputError(f"diagnostics: got {diagnostics!r}, expected true or false")
+        self.diagnostics = diagnostics
 
     def select(self, grads, labels, *, hessian_diag=None, **inputs) -> Coreset:
         """One round; ``hessian_diag`` has the shape of ``grads``."""
@@ -146,7 +160,20 @@ class AdaCore(Craig):
         if diag.shape != grads.shape:
             raise InputError(f"hessian_diag: got shape {tuple(diag.shape)}, expected "
                              f"{tuple(grads.shape)} (the shape of grads)")
-        return self.smoother.precondition(grads, diag)
+        return self.smoother.precondition(grads, diag, self.steps_since_last_)
+
+    def _select(self, grads, labels, **inputs) -> Coreset:
+        coreset = super()._select(grads, labels, **inputs)
+        coreset.metadata["curvature_ratio_median"] = self.smoother.last_curvature_ratio_
+        if self.diagnostics:
+            craig = per_class_facility_location(
+                grads, labels, self.budgets(labels), optimizer=self.optimizer,
+                seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
+                method="craig", neighbors=self.neighbors,
+                neighbor_search=self.neighbor_search, max_memory=self.max_memory)
+            shared = np.intersect1d(coreset.indices, craig.indices).size
+            coreset.metadata["craig_overlap"] = shared / max(len(coreset), 1)
+        return coreset
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "smoother": self.smoother.state_dict()}

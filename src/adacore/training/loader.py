@@ -123,11 +123,14 @@ class CoresetLoader:
         self.epoch_ = 0
         self.coreset_: Coreset | None = None
         self.visited_ = torch.zeros(len(x), dtype=torch.bool)
+        self.warm_start_examples_ = 0
+        self.steps_since_selection_ = 0
         self.last_selection_: dict | None = None
 
     @property
     def fraction_visited(self) -> float:
-        """Distinct examples ever trained on / n."""
+        """Distinct examples ever selected into a coreset / n (warm-start epochs, which
+        see everything, are counted apart in ``warm_start_examples_``)."""
         return float(self.visited_.float().mean())
 
     def _needs_selection(self) -> bool:
@@ -165,6 +168,10 @@ class CoresetLoader:
                     inputs["val_labels"] = self.val_y.cpu().numpy()
         fault_point("selection")
 
+        if self.strategy.uses_steps:
+            # training time since the last round (AdaCore's smoothing decays in steps)
+            inputs["steps"] = self.steps_since_selection_
+
         def choose() -> Coreset:
             return self.strategy.select(grads, self.y.cpu().numpy(), **inputs)
 
@@ -173,8 +180,18 @@ class CoresetLoader:
         if len(coreset) == 0:
             raise InputError(f"method {self.strategy.name!r} selected no example this round "
                              f"(e.g. GradMatch with all-zero gradients); nothing to train on")
+        previous = self.coreset_
+        overlap = None
+        if previous is not None:
+            shared = np.intersect1d(previous.indices, coreset.indices).size
+            overlap = shared / len(coreset)
         self.coreset_ = coreset
+        self.steps_since_selection_ = 0
         self.last_selection_ = {"select_seconds": time.perf_counter() - start,
+                                "overlap_with_previous": overlap,
+                                "curvature_ratio_median":
+                                    coreset.metadata.get("curvature_ratio_median"),
+                                "craig_overlap": coreset.metadata.get("craig_overlap"),
                                 "gradient_error": coreset.metadata.get("gradient_error"),
                                 "preconditioned_gradient_error":
                                     coreset.metadata.get("preconditioned_gradient_error"),
@@ -191,16 +208,18 @@ class CoresetLoader:
         if self.epoch_ <= self.warm_start_epochs:
             indices = torch.arange(len(self.x))
             weights = torch.ones(len(self.x))
+            self.warm_start_examples_ += len(self.x)
         else:
             if self._needs_selection():
                 self.select(model)
             indices = torch.from_numpy(self.coreset_.indices)
             weights = torch.from_numpy(self.coreset_.normalized_weights()).float()
-        self.visited_[indices] = True
+            self.visited_[indices] = True
         place = {} if self.distributed else {"rank": 0, "world_size": 1}
         sampler = DistributedCoresetSampler(indices, weights, batch_size=self.batch_size,
                                             generator=self.generator, **place)
         for batch in sampler.global_batches():
+            self.steps_since_selection_ += 1
             rows = batch.share_rows
             if self.transform is None:
                 inputs = self.x[rows].to(device, non_blocking=True)
@@ -224,12 +243,16 @@ class CoresetLoader:
                        "round": self.coreset_.round, "method": self.coreset_.method}
         return {"epoch": self.epoch_, "generator": self.generator.get_state(),
                 "visited": self.visited_.clone(), "coreset": coreset,
+                "warm_start_examples": self.warm_start_examples_,
+                "steps_since_selection": self.steps_since_selection_,
                 "strategy": self.strategy.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch_ = int(state["epoch"])
         self.generator.set_state(state["generator"])
         self.visited_ = state["visited"].clone()
+        self.warm_start_examples_ = int(state.get("warm_start_examples", 0))
+        self.steps_since_selection_ = int(state.get("steps_since_selection", 0))
         self.strategy.load_state_dict(state["strategy"])
         saved = state["coreset"]
         self.coreset_ = None if saved is None else Coreset(

@@ -52,8 +52,10 @@ class TrainConfig:
     warmup_epochs: int = 0
     space: str = "auto"
     budget: str = "proportional"
-    beta2: float = 0.999
+    beta2: float = 0.0
     eps: float = 1e-4
+    curvature_average: str = "rms"
+    diagnostics: bool = False
     data_root: str | None = None
     imbalance_ratio: float | None = None
     device: str = "auto"
@@ -98,6 +100,8 @@ class TrainConfig:
         if self.method == "adacore":
             options.setdefault("beta2", self.beta2)
             options.setdefault("eps", self.eps)
+            options.setdefault("average", self.curvature_average)
+            options.setdefault("diagnostics", self.diagnostics)
         if self.method in ("adacore", "craig"):
             # the selection engine's bounds; the other methods build no n x n matrix
             if self.neighbors is not None:
@@ -296,7 +300,7 @@ class Trainer:
     def _epoch(self, trained, model, optimizer, scheduler, loader, splits, device,
                totals) -> dict:
         trained.train()
-        loss_sum, weight_sum = 0.0, 0.0
+        loss_sum, weight_sum = 0.0, 0.0   # weight_sum: examples seen this epoch
         start = time.perf_counter()
         batches = loader.epoch(model)
         select_seconds = 0.0
@@ -307,7 +311,8 @@ class Trainer:
             # distributed: this rank's share, scaled so that DDP's gradient average is
             # the global batch's; batch_loss is the global batch's on every rank, so a
             # non-finite one stops all ranks at the same step
-            loss, batch_loss, batch_weight = ddp.weighted_loss(losses, wb)
+            # mean(w l), w of mean 1 over the whole coreset (not per batch)
+            loss, batch_loss, batch_size = ddp.weighted_loss(losses, wb)
             if not torch.isfinite(batch_loss):
                 raise NonFiniteLoss(f"training: the loss became {float(batch_loss)} at epoch "
                                     f"{loader.epoch_}; lower --lr. The last good checkpoint "
@@ -316,8 +321,8 @@ class Trainer:
             loss.backward()
             fault_point("train_step")
             optimizer.step()
-            loss_sum += float(batch_loss) * float(batch_weight)
-            weight_sum += float(batch_weight)
+            loss_sum += float(batch_loss) * float(batch_size)
+            weight_sum += float(batch_size)
         scheduler.step()
         # DDP hands rank 0's buffers out before each forward, not after the last one
         ddp.broadcast_buffers(model)
@@ -345,6 +350,10 @@ class Trainer:
                 "preconditioned_gradient_error": selection.get("preconditioned_gradient_error"),
                 "max_weight_over_mean": selection.get("max_weight_over_mean"),
                 "singleton_clusters": selection.get("singleton_clusters"),
+                "overlap_with_previous": selection.get("overlap_with_previous"),
+                "curvature_ratio_median": selection.get("curvature_ratio_median"),
+                "craig_overlap": selection.get("craig_overlap"),
+                "warm_start_examples": loader.warm_start_examples_,
                 "coreset_size": examples, "lr": optimizer.param_groups[0]["lr"]}
 
 
@@ -361,7 +370,8 @@ def run_record(config: TrainConfig, history: list[dict]) -> dict:
             "select_seconds": sum(row["select_seconds"] for row in history),
             "train_seconds": sum(row["train_seconds"] for row in history),
             "eval_seconds": sum(row["eval_seconds"] for row in history),
-            "fraction_visited": last["fraction_visited"], "history": history}
+            "fraction_visited": last["fraction_visited"],
+            "warm_start_examples": last.get("warm_start_examples", 0), "history": history}
 
 
 def _progress(iterable, *, total, initial, quiet, desc):
