@@ -59,7 +59,52 @@ def available_peers():
 
 
 def objective(similarity, picks):
+    """F(S) = sum_i max_{j in S} s_ij, summed in float64."""
     return float(similarity[:, torch.as_tensor(picks)].max(dim=1).values.double().sum())
+
+
+def compare(X, ks, peers, *, repeats: int = 3, settle: float = SETTLE_SECONDS) -> list[dict]:
+    """Every peer on every k, interleaved and repeated: the rows of the table.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, d), float32
+    ks : sequence of int
+    peers : dict
+        Name -> ``run(X, k) -> picks``; must hold ``"adacore"``, the reference of the
+        ratios.
+    repeats, settle
+        Calls per peer and k; seconds to pause after each call.
+
+    Returns
+    -------
+    list of dict
+        One per (k, peer): ``k``, ``library``, ``seconds`` (median), ``time_ratio``
+        (over adacore's), ``objective`` (F of the peer's picks, on adacore's similarity
+        s = c - d), ``objective_ratio`` (over adacore's) and ``picks``.
+    """
+    similarity = similarity_matrix(torch.from_numpy(X))
+    rows = []
+    for k in ks:
+        times = {name: [] for name in peers}
+        picks = {}
+        for _ in range(repeats):
+            for name, run in peers.items():
+                start = time.perf_counter()
+                picks[name] = np.asarray(run(X, k))
+                times[name].append(time.perf_counter() - start)
+                # submodlib leaves threads busy for about a second after it returns,
+                # which slowed the next library by 3-5x when measured here: let it settle
+                time.sleep(settle)
+        base_time = statistics.median(times["adacore"])
+        base_value = objective(similarity, picks["adacore"])
+        for name in peers:
+            seconds = statistics.median(times[name])
+            value = objective(similarity, picks[name])
+            rows.append({"k": k, "library": name, "seconds": seconds,
+                         "time_ratio": seconds / base_time, "objective": value,
+                         "objective_ratio": value / base_value, "picks": picks[name].tolist()})
+    return rows
 
 
 def main(argv=None):
@@ -77,29 +122,14 @@ def main(argv=None):
     peers = available_peers()
     for run in peers.values():           # warm-up: numba compilation, torch kernels
         run(X[:200], 5)
-    similarity = similarity_matrix(torch.from_numpy(X))
     print(f"\nfacility location, n = {args.n}, d = {args.d}, float32, distances included; "
           f"median of {args.repeats}; torch threads {torch.get_num_threads()}, "
           f"{platform.processor() or platform.machine()}\n")
     print("| k | library | seconds | time / adacore | objective / adacore |")
     print("|---|---|---|---|---|")
-    for k in args.k:
-        times = {name: [] for name in peers}
-        picks = {}
-        for _ in range(args.repeats):
-            for name, run in peers.items():
-                start = time.perf_counter()
-                picks[name] = run(X, k)
-                times[name].append(time.perf_counter() - start)
-                # submodlib leaves threads busy for about a second after it returns,
-                # which slowed the next library by 3-5x when measured here: let it settle
-                time.sleep(args.settle)
-        base_time = statistics.median(times["adacore"])
-        base_value = objective(similarity, picks["adacore"])
-        for name in peers:
-            seconds = statistics.median(times[name])
-            value = objective(similarity, picks[name]) / base_value
-            print(f"| {k} | {name} | {seconds:.3f} | {seconds / base_time:.2f} | {value:.4f} |")
+    for row in compare(X, args.k, peers, repeats=args.repeats, settle=args.settle):
+        print(f"| {row['k']} | {row['library']} | {row['seconds']:.3f} | "
+              f"{row['time_ratio']:.2f} | {row['objective_ratio']:.4f} |")
 
 
 if __name__ == "__main__":

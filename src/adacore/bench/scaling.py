@@ -60,7 +60,14 @@ def _peak_bytes() -> int:
 
 
 def measure(config: dict) -> dict:
-    """One measurement, in this process (the child side)."""
+    """One measurement, in this process (the child side).
+
+    ``config``: ``n``, ``d``, ``data``, ``fraction``, ``engine`` ("dense", "sparse" or
+    "apricot"), for sparse ``neighbors``, ``search``, ``probes``; optional ``optimizer``,
+    ``seed``, ``recall`` (also measure the graph's neighbour recall), ``objective`` (also
+    the covering cost of the picks) and ``return_picks``. Returns ``seconds``,
+    ``peak_bytes``, ``baseline_bytes``, ``k``, ``covered_by_graph`` and those asked for.
+    """
     from adacore import facility_location
     from adacore.selection.neighbors import nearest_neighbors, neighbor_recall
 
@@ -96,6 +103,8 @@ def measure(config: dict) -> dict:
         result["recall"] = neighbor_recall(X, index, queries=1000)
     if config.get("objective"):
         result["cost"] = _cost(X, picks)
+    if config.get("return_picks"):
+        result["picks"] = np.asarray(picks).tolist()
     return result
 
 
@@ -159,6 +168,38 @@ def main_sparse(argv=None) -> None:
                   f"{timed['covered_by_graph']:.2f} |", flush=True)
 
 
+def scaling_rows(sizes, *, d: int = 64, fraction: float = 0.01, neighbors: int = 10,
+                 dense_limit: int = 20_000, run=None) -> list[dict]:
+    """The measurements of ``main_scaling``, one row per (size, engine).
+
+    ``run`` takes a config and returns :func:`measure`'s result (default: in a child
+    process). Each row is that result with ``n``, ``engine`` and ``cost_ratio`` (the
+    covering cost over the dense engine's at the same size; None where dense did not
+    run or failed).
+    """
+    run = run_child if run is None else run
+    rows = []
+    for n in sizes:
+        base = {"n": n, "d": d, "data": "mixture", "fraction": fraction,
+                "objective": n <= dense_limit}
+        runs = {}
+        engines = ["dense", "apricot"] if n <= dense_limit else []
+        for engine in engines + ["sparse"]:
+            if engine == "apricot" and importlib.util.find_spec("apricot") is None:
+                continue
+            config = {**base, "engine": engine}
+            if engine == "sparse":
+                config.update(optimizer="stochastic", neighbors=neighbors,
+                              search="auto", probes=8)
+            runs[engine] = run(config)
+        dense_cost = runs.get("dense", {}).get("cost")
+        for engine, result in runs.items():
+            ratio = (result["cost"] / dense_cost
+                     if dense_cost and "cost" in result and "error" not in result else None)
+            rows.append({**result, "n": n, "engine": engine, "cost_ratio": ratio})
+    return rows
+
+
 def main_scaling(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="adacore bench scaling")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000, 1_000_000])
@@ -174,27 +215,15 @@ def main_scaling(argv=None) -> None:
           f"(lower is better), relative to dense")
     print("| n | engine | seconds | peak MiB | baseline MiB | cost / dense cost |")
     print("|---:|---|---:|---:|---:|---:|")
-    for n in args.sizes:
-        base = {"n": n, "d": args.d, "data": "mixture", "fraction": args.fraction,
-                "objective": n <= args.dense_limit}
-        runs = {}
-        engines = ["dense", "apricot"] if n <= args.dense_limit else []
-        for engine in engines + ["sparse"]:
-            if engine == "apricot" and importlib.util.find_spec("apricot") is None:
-                continue
-            config = {**base, "engine": engine}
-            if engine == "sparse":
-                config.update(optimizer="stochastic", neighbors=args.neighbors,
-                              search="auto", probes=8)
-            runs[engine] = run_child(config)
-        for engine, result in runs.items():
-            if "error" in result:
-                print(f"| {n:,} | {engine} | failed: {result['error']} | | | |", flush=True)
-                continue
-            dense_cost = runs.get("dense", {}).get("cost")
-            ratio = f"{result['cost'] / dense_cost:.3f}" if dense_cost and "cost" in result else "-"
-            print(f"| {n:,} | {engine} | {result['seconds']:.2f} | {_mib(result['peak_bytes'])} "
-                  f"| {_mib(result['baseline_bytes'])} | {ratio} |", flush=True)
+    for row in scaling_rows(args.sizes, d=args.d, fraction=args.fraction,
+                            neighbors=args.neighbors, dense_limit=args.dense_limit):
+        n, engine = row["n"], row["engine"]
+        if "error" in row:
+            print(f"| {n:,} | {engine} | failed: {row['error']} | | | |", flush=True)
+            continue
+        ratio = "-" if row["cost_ratio"] is None else f"{row['cost_ratio']:.3f}"
+        print(f"| {n:,} | {engine} | {row['seconds']:.2f} | {_mib(row['peak_bytes'])} "
+              f"| {_mib(row['baseline_bytes'])} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

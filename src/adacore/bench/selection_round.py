@@ -35,7 +35,17 @@ def full_epoch(model, optimizer, x, y, generator, batch_size=128):
         optimizer.step()
 
 
+def round_error(coreset) -> float | None:
+    """The table's quality column: the round's relative gradient error, on the vectors
+    the method selected on (AdaCore's preconditioned ones, the raw gradients for CRAIG)."""
+    if coreset is None:
+        return None
+    value = coreset.metadata.get("preconditioned_gradient_error")
+    return coreset.metadata.get("gradient_error") if value is None else value
+
+
 def selection_round(model, x, y, method, space, fraction, neighbors=None):
+    """Probe ``model`` on (x, y) in ``space`` and select once with a fresh ``method``."""
     options = {} if neighbors is None else {"neighbors": neighbors}
     strategy = get_strategy(method, fraction=fraction, **options)
     wants_diag = "hessian_diag" in strategy.requires
@@ -76,8 +86,7 @@ def main(argv=None):
             coreset = case()
             times[name].append(time.perf_counter() - start)
             if coreset is not None:
-                errors[name] = coreset.metadata.get("preconditioned_gradient_error",
-                                                    coreset.metadata.get("gradient_error"))
+                errors[name] = round_error(coreset)
     epoch = statistics.median(times["full epoch (SGD, batch 128)"])
     print(f"\nMNIST 50,000 x 784, MLP 784-100-10, fraction {args.fraction}; median of "
           f"{args.repeats}; torch threads {torch.get_num_threads()}\n")
