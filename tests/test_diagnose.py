@@ -371,6 +371,13 @@ def test_bad_input_names_the_argument(change, argument):
         diagnose(arguments.pop("grads"), arguments.pop("labels"), **arguments)
 
 
+def test_from_run_without_a_checkpoint_names_the_flag(tmp_path):
+    from adacore.experiments.diagnose import diagnose_run
+
+    with pytest.raises(InputError, match="--from-run: .*checkpoint.pt"):
+        diagnose_run(tmp_path, fraction=0.1)
+
+
 def test_measures_reject_a_coreset_outside_the_data():
     with pytest.raises(InputError, match="coreset"):
         per_dimension_error(GRADS, hand_coreset([0, 4], [1.0, 1.0]))

@@ -678,6 +678,9 @@ def diagnose_run(run_dir: str | os.PathLike, *, fraction: float,
     from adacore.training.checkpoint import load_checkpoint
 
     folder = Path(run_dir)
+    if not (folder / "checkpoint.pt").is_file():
+        raise InputError(f"--from-run: got {str(folder)!r}, expected a run folder holding "
+                         f"checkpoint.pt (written by adacore run --out)")
     state = load_checkpoint(folder / "checkpoint.pt")
     if not isinstance(state.get("config"), Mapping):
         raise InputError(f"--from-run: {str(folder)!r} holds a checkpoint without the run's "
