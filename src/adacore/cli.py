@@ -215,8 +215,11 @@ def _compare(args: argparse.Namespace) -> int:
                else scenario.get("methods", DEFAULT_METHODS))
     seeds = _int_list(args.seeds) if args.seeds else scenario.get("seeds", [0, 1, 2])
     target = args.target if args.target is not None else scenario.get("target")
+    import shlex
+
+    command = "adacore " + " ".join(shlex.quote(part) for part in sys.argv[1:])
     paths = compare(settings, [m.strip() for m in methods], seeds, args.out, target=target,
-                    resume=args.resume, quiet=args.quiet)
+                    resume=args.resume, quiet=args.quiet, command=command)
     if not paths:          # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print(Path(paths["results_md"]).read_text())

@@ -67,7 +67,8 @@ def run_one(config: TrainConfig, out: str | Path, *, resume: bool = False,
 
 
 def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Path, *,
-            target: float | None = None, resume: bool = False, quiet: bool = False) -> dict:
+            target: float | None = None, resume: bool = False, quiet: bool = False,
+            command: str | None = None) -> dict:
     """Every method with every seed on the same settings, then ``results.json/.md`` and plots.
 
     Under ``torchrun`` every rank takes part in each run and rank 0 alone writes the
@@ -75,6 +76,7 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     for finished runs itself, so the folder must be on a file system all ranks see. Each run lives in ``out/METHOD/seed_S``; with ``resume`` finished runs are read back
     and unfinished ones continue from their checkpoints. All methods with a given seed
     share the model initialisation, the data split and the batch-order seed.
+    ``command``: the command line that made the comparison, written into results.md.
     """
     if not methods:
         raise InputError("methods: expected at least one method")
@@ -111,13 +113,14 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
         # under torchrun every rank ran the comparison (each run's group is closed by
         # now); the report is rank 0's to write
         return {}
-    return write_report(runs, out, target=target)
+    return write_report(runs, out, target=target, command=command)
 
 
 def probe_run(run_dir: str | Path, *, space: str = "logits") -> dict:
     """Per-example last-layer terms of a trained run's model on its own training and
     validation data: ``grads``, ``hessian_diag``, ``labels``, ``val_grads``,
-    ``val_hessian_diag`` (NumPy arrays), read from ``run_dir/checkpoint.pt``."""
+    ``val_hessian_diag``, ``val_labels`` (NumPy arrays), read from
+    ``run_dir/checkpoint.pt``."""
     from adacore.models import build_model
     from adacore.probe import probe
     from adacore.training.checkpoint import load_checkpoint
@@ -135,4 +138,5 @@ def probe_run(run_dir: str | Path, *, space: str = "logits") -> dict:
         out[prefix + "grads"] = result.grads.cpu().numpy()
         out[prefix + "hessian_diag"] = result.hessian_diag.cpu().numpy()
     out["labels"] = splits.train.y.numpy()
+    out["val_labels"] = splits.val.y.numpy()
     return out

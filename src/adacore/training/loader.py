@@ -49,8 +49,8 @@ class CoresetLoader:
         Full-data epochs before the first selection.
     space : {"auto", "logits", "last_layer"}
         Gradient space of the probe; "auto" takes the strategy's ``preferred_space``
-        (logits for AdaCore and CRAIG, the last layer for GradMatch and GLISTER, as
-        their authors ran them).
+        (logits for AdaCore and CRAIG; the last layer for GradMatch and for GLISTER's
+        Taylor update; logits for GLISTER with ``update="exact"``).
     seed : int
         Seed of the batch order.
     device : optional
@@ -107,6 +107,10 @@ class CoresetLoader:
                 raise InputError(f"projection_dim: method {strategy.name!r} divides each "
                                  f"coordinate by its own curvature, which a random projection "
                                  f"would mix; use space 'logits' or no projection")
+            if getattr(strategy, "per_gradient", False):
+                raise InputError("projection_dim: GradMatch with per_gradient matches the "
+                                 "last layer's columns class by class, which a random "
+                                 "projection would mix; use no projection")
         self.projection_dim = projection_dim
         self.projection_seed = check_int("seed", seed, 0)
         self.val_x = val_x
