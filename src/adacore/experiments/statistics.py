@@ -5,7 +5,7 @@ run with the same seeds (so that each seed shares the model initialisation, the 
 split and the batch order), the per-seed differences of a metric, their mean, a 95%
 confidence interval from the t distribution, the two-sided paired t-test and the
 Wilcoxon signed-rank test. It knows nothing of run records or files: it takes per-seed
-values and returns plain, JSON-ready dicts; :mod:`adacore.experiments.report` feeds it.
+values and returns plain, JSON-ready dicts; :mod:`adacore.experiments.summary` feeds it.
 
 Where a test is undefined (fewer than two seeds in common, or every difference the
 same, so that the t statistic divides by a zero standard deviation) the p-value and
