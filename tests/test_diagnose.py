@@ -11,10 +11,10 @@ import torch
 from adacore.coreset import Coreset
 from adacore.curvature import softmax_ce_logit_terms
 from adacore.experiments.diagnose import (as_estimator, curvature_spread, diagnose,
-                                          diagnosis_markdown,
-                                          diagnose_figures, dimension_error_summary,
-                                          dimension_scale, per_dimension_error,
-                                          preconditioned_error, write_diagnosis)
+                                          dimension_error_summary, dimension_scale,
+                                          per_dimension_error, preconditioned_error)
+from adacore.experiments.diagnosis_report import (diagnose_figures, diagnosis_markdown,
+                                                  write_diagnosis)
 from adacore.selection.budgets import per_class_budgets
 from adacore.strategies import STRATEGIES, get_strategy
 from adacore.validation import InputError
@@ -376,6 +376,21 @@ def test_from_run_without_a_checkpoint_names_the_flag(tmp_path):
 
     with pytest.raises(InputError, match="--from-run: .*checkpoint.pt"):
         diagnose_run(tmp_path, fraction=0.1)
+
+
+def test_presentation_is_importable_from_the_measures_module():
+    # imports written before diagnosis_report.py was split off keep working
+    import adacore.experiments.diagnosis_report as presentation
+    from adacore.experiments.diagnose import (FIGURE_FILES, diagnose_figures as figures,
+                                              diagnosis_markdown as markdown,
+                                              write_diagnosis as write)
+
+    assert (figures, markdown, write) == (presentation.diagnose_figures,
+                                          presentation.diagnosis_markdown,
+                                          presentation.write_diagnosis)
+    assert FIGURE_FILES is presentation.FIGURE_FILES
+    with pytest.raises(ImportError):
+        from adacore.experiments.diagnose import no_such_name  # noqa: F401
 
 
 def test_measures_reject_a_coreset_outside_the_data():

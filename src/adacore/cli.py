@@ -228,8 +228,8 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from adacore.experiments.diagnose import (diagnosis_markdown, diagnose, diagnose_run,
-                                              write_diagnosis)
+    from adacore.experiments.diagnose import diagnose, diagnose_run
+    from adacore.experiments.diagnosis_report import diagnosis_markdown, write_diagnosis
 
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     chosen = {"methods": methods} if methods else {}
