@@ -191,3 +191,30 @@ def test_round_error_of_craig_in_the_last_layer_against_numpy(small_model):
     expected = relative_error64(grads, coreset.indices, coreset.weights)
     assert round_error(coreset) == pytest.approx(expected, rel=1e-4)
     assert round_error(None) is None
+
+
+# --------------------------------------------------------------------------- the command
+
+def test_bench_command_dispatch_all_and_exit_status(monkeypatch):
+    # `adacore bench NAME OPTIONS` calls NAME's function with OPTIONS; `all` runs the four
+    # side-by-side benchmarks in order (what `make bench` runs) and not the GPU check; a
+    # check's non-zero status is the command's exit status
+    import importlib
+
+    from adacore import cli
+    from adacore.bench import ALL, BENCHMARKS
+
+    assert ALL == ("facility", "round", "sparse", "scaling")
+    assert set(BENCHMARKS) == {*ALL, "gpu"}
+    calls = []
+    for name, target in BENCHMARKS.items():
+        module, function = target.split(":")
+        status = 1 if name == "gpu" else None
+        monkeypatch.setattr(importlib.import_module(module), function,
+                            lambda argv, name=name, status=status:
+                            calls.append((name, argv)) or status)
+    assert cli.main(["bench", "all"]) == 0
+    assert calls == [(name, []) for name in ALL]
+    calls.clear()
+    assert cli.main(["bench", "gpu", "--device", "cpu", "--n", "8"]) == 1
+    assert calls == [("gpu", ["--device", "cpu", "--n", "8"])]

@@ -1,17 +1,17 @@
-"""benchmarks/gpu_check.py: end to end, and its float64 / brute-force references.
+"""`adacore bench gpu` (adacore.bench.gpu_check): end to end, and its float64 /
+brute-force references.
 
-With ``--device cpu`` the script's CPU-vs-device comparisons compare the CPU with
+With ``--device cpu`` the check's CPU-vs-device comparisons compare the CPU with
 itself, so this test asserts on the checks against references that share no code with
 the library: a float64 NumPy greedy, brute-force subset enumeration, brute-force
 neighbours and the model run in float64. The references themselves are checked here
 on hand-computed cases, and the checks are shown to flag a wrong engine.
 """
 
-import importlib.util
+import importlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,21 +19,17 @@ import torch
 
 from adacore import facility_location
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+COMMAND = [sys.executable, "-m", "adacore.cli", "bench", "gpu"]
 
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("adacore.bench.gpu_check")
 
 
 def test_gpu_check_self_test_on_cpu(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--n", "128",
-                           "--out", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([*COMMAND, "--device", "cpu", "--n", "128", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     assert report["failures"] == []
@@ -56,8 +52,8 @@ def test_gpu_check_self_test_on_cpu(tmp_path):
 def test_gpu_check_without_cuda_says_so(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
-    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*COMMAND, "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
     assert done.returncode == 0 and "no CUDA device" in done.stdout
     assert not (tmp_path / "gpu_check.json").exists()
 

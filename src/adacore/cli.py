@@ -272,12 +272,14 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
-    from adacore.bench import BENCHMARKS
+    from adacore.bench import ALL, BENCHMARKS
 
-    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    names = list(ALL) if args.name == "all" else [args.name]
     for name in names:
         module, function = BENCHMARKS[name].split(":")
-        getattr(importlib.import_module(module), function)(args.options)
+        status = getattr(importlib.import_module(module), function)(args.options)
+        if status:   # a check that failed (gpu) says so with its exit status
+            return int(status)
     return 0
 
 
@@ -388,7 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the 'bench' extra); round: one selection round against one full-data "
                     "epoch on MNIST; sparse: 1% of 1,000,000 x 64 points on a neighbour graph (time, "
                     "peak memory, recall); scaling: dense, sparse and apricot from 1,000 to "
-                    "1,000,000 points. Options after the name go to the benchmark.")
+                    "1,000,000 points; gpu: the CUDA results against the CPU and float64 "
+                    "references, and a timed ResNet20 round (--device cpu: a self-test). "
+                    "all: facility, round, sparse and scaling. Options after the name go to "
+                    "the benchmark.")
     from adacore.bench import BENCHMARKS
     bench.add_argument("name", choices=[*BENCHMARKS, "all"])
     bench.add_argument("options", nargs=argparse.REMAINDER,

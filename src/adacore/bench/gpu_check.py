@@ -1,6 +1,6 @@
 """GPU readiness: the CUDA results against the CPU ones, and one timed ResNet20 round.
 
-    python benchmarks/gpu_check.py [--device cuda] [--n 50000] [--out DIR]
+    adacore bench gpu [--device cuda] [--n 50000] [--out DIR]
 
 Checks, each on the same inputs on the CPU and on ``--device`` (TF32 off, so the two
 differ by float32 rounding only):
@@ -279,7 +279,8 @@ def time_round(device, n: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="adacore bench gpu",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--n", type=int, default=50_000, help="images in the timed round")
     parser.add_argument("--out", default=".", help="folder for gpu_check.json")
