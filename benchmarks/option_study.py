@@ -47,6 +47,9 @@ PRESETS = {
         "fresh eps 1e-1": {"method": "adacore", "beta2": 0.0, "eps": 1e-1},
         "geometric 0.99/step eps 1e-2": {"method": "adacore", "beta2": 0.99, "eps": 1e-2,
                                          "curvature_average": "geometric"},
+        "geometric 0.999/step eps 1e-2": {"method": "adacore", "beta2": 0.999, "eps": 1e-2,
+                                          "curvature_average": "geometric"},
+        "rms 0.999/step eps 1e-2": {"method": "adacore", "beta2": 0.999, "eps": 1e-2},
         "craig (reference)": {"method": "craig"},
     },
     "baselines": {

@@ -376,3 +376,29 @@ def test_one_step_gradient_with_unequal_weights_and_a_partial_batch_by_hand():
         loss.backward()
         passed += float(theta.grad) * len(rows)
     assert passed == pytest.approx(full / coreset.weights.mean(), rel=1e-6)
+
+
+def test_compare_per_method_settings_reach_only_their_method(tmp_path):
+    """A scenario's per_method table sets one method's options (GradMatch's CORDS slice)
+    without touching the others; its strategy_options add to the shared ones."""
+    from adacore.experiments.runner import check_per_method, compare, method_settings
+    from adacore.validation import InputError
+
+    shared = {"dataset": "digits", "model": "linear", "fraction": 0.1, "epochs": 1,
+              "batch_size": 16, "device": "cpu", "strategy_options": {}}
+    per_method = {"gradmatch": {"strategy_options": {"per_gradient": True},
+                                "budget": "equal"}}
+    merged = method_settings(shared, per_method, "gradmatch")
+    assert merged["strategy_options"] == {"per_gradient": True} and merged["budget"] == "equal"
+    assert method_settings(shared, per_method, "random") == shared
+    compare(shared, ["gradmatch", "random"], [0], tmp_path, quiet=True, per_method=per_method)
+    gradmatch = json.loads((tmp_path / "gradmatch" / "seed_0" / "run.json").read_text())
+    random = json.loads((tmp_path / "random" / "seed_0" / "run.json").read_text())
+    assert gradmatch["config"]["strategy_options"] == {"per_gradient": True}
+    assert gradmatch["config"]["budget"] == "equal"
+    assert random["config"]["strategy_options"] == {} and random["config"]["budget"] == \
+        "proportional"
+    with pytest.raises(InputError, match="per_method"):
+        check_per_method({"gradmatch": {"nope": 1}})
+    with pytest.raises(InputError, match="method"):
+        check_per_method({"nope": {}})

@@ -218,8 +218,13 @@ def _compare(args: argparse.Namespace) -> int:
     import shlex
 
     command = "adacore " + " ".join(shlex.quote(part) for part in sys.argv[1:])
+    # a flag on the command line applies to every method, over the scenario's per_method
+    flagged = set(_settings(args))
+    per_method = {method: {key: value for key, value in own.items() if key not in flagged}
+                  for method, own in scenario.get("per_method", {}).items()}
     paths = compare(settings, [m.strip() for m in methods], seeds, args.out, target=target,
-                    resume=args.resume, quiet=args.quiet, command=command)
+                    resume=args.resume, quiet=args.quiet, command=command,
+                    per_method=per_method)
     if not paths:          # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print(Path(paths["results_md"]).read_text())

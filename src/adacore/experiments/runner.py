@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     tomllib = None
 
 # keys a scenario file may hold besides the TrainConfig fields
-COMPARE_KEYS = {"methods", "seeds", "target", "name", "description"}
+COMPARE_KEYS = {"methods", "seeds", "target", "name", "description", "per_method"}
 
 
 def read_toml(path: str | Path) -> dict:
@@ -46,7 +46,38 @@ def read_scenario(path: str | Path) -> dict:
     if unknown:
         raise InputError(f"--config: unknown keys {unknown} in {str(path)!r}; expected some "
                          f"of {sorted(known)}")
+    check_per_method(scenario.get("per_method", {}), f"--config: {str(path)!r}: per_method")
     return scenario
+
+
+def check_per_method(per_method, where: str = "per_method") -> dict:
+    """``{method: {TrainConfig field: value}}``, the settings one method uses in a
+    comparison on top of the shared ones (e.g. GradMatch's ``strategy_options``)."""
+    if not isinstance(per_method, dict):
+        raise InputError(f"{where}: expected a table of method -> settings, got "
+                         f"{type(per_method).__name__}")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "seed"}
+    for method, overrides in per_method.items():
+        check_choice(f"{where}: method", method, available_strategies())
+        if not isinstance(overrides, dict):
+            raise InputError(f"{where}.{method}: expected a table of settings, got "
+                             f"{type(overrides).__name__}")
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise InputError(f"{where}.{method}: unknown keys {unknown}; expected some of "
+                             f"{sorted(fields)}")
+    return per_method
+
+
+def method_settings(settings: dict, per_method: dict | None, method: str) -> dict:
+    """The settings ``method`` runs with: the shared ones, then its own from
+    ``per_method`` (its ``strategy_options`` added to the shared ones)."""
+    own = dict((per_method or {}).get(method, {}))
+    merged = {**settings, **own}
+    if "strategy_options" in own:
+        merged["strategy_options"] = {**settings.get("strategy_options", {}),
+                                      **own["strategy_options"]}
+    return merged
 
 
 def make_config(settings: dict) -> TrainConfig:
@@ -68,7 +99,7 @@ def run_one(config: TrainConfig, out: str | Path, *, resume: bool = False,
 
 def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Path, *,
             target: float | None = None, resume: bool = False, quiet: bool = False,
-            command: str | None = None) -> dict:
+            command: str | None = None, per_method: dict | None = None) -> dict:
     """Every method with every seed on the same settings, then ``results.json/.md`` and plots.
 
     Under ``torchrun`` every rank takes part in each run and rank 0 alone writes the
@@ -77,6 +108,8 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     and unfinished ones continue from their checkpoints. All methods with a given seed
     share the model initialisation, the data split and the batch-order seed.
     ``command``: the command line that made the comparison, written into results.md.
+    ``per_method``: settings of single methods on top of the shared ones
+    (``{"gradmatch": {"strategy_options": {"per_gradient": True}}}``).
     """
     if not methods:
         raise InputError("methods: expected at least one method")
@@ -84,12 +117,14 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
         raise InputError("seeds: expected at least one seed")
     for method in methods:
         check_choice("method", method, available_strategies())
+    check_per_method(per_method or {})
     out = Path(out)
     runs = []
     for seed in seeds:
         splits = None
         for method in methods:
-            config = make_config({**settings, "method": method, "seed": seed})
+            config = make_config({**method_settings(settings, per_method, method),
+                                  "method": method, "seed": seed})
             folder = out / method / f"seed_{seed}"
             finished = folder / "run.json"
             if resume and finished.exists():
