@@ -134,6 +134,52 @@ def test_cli_select_writes_a_coreset(tmp_path, capsys):
     np.testing.assert_array_equal(coreset.indices, reference.indices)
 
 
+@pytest.mark.parametrize("method", ["adacore", "craig", "gradmatch", "glister", "random",
+                                    "rs2", "full"])
+def test_cli_select_works_for_every_method(tmp_path, capsys, method):
+    """Each listed method selects from files and writes what the strategy itself picks."""
+    from adacore import Coreset, get_strategy
+
+    rng = np.random.default_rng(3)
+    val = rng.standard_normal((20, GOOD.shape[1]))
+    val_labels = rng.integers(0, LABELS.max() + 1, 20)
+    for name, array in (("X", GOOD), ("y", LABELS), ("H", np.abs(GOOD) + 0.1), ("V", val),
+                        ("Vy", val_labels)):
+        np.save(tmp_path / f"{name}.npy", array)
+    flags = ["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+             str(tmp_path / "y.npy"), "--fraction", "0.2", "--method", method,
+             "--out", str(tmp_path / "c.npz")]
+    inputs = {}
+    if method == "adacore":
+        flags += ["--hessian", str(tmp_path / "H.npy")]
+        inputs["hessian_diag"] = np.abs(GOOD) + 0.1
+    if method == "glister":
+        flags += ["--val-vectors", str(tmp_path / "V.npy"), "--val-labels",
+                  str(tmp_path / "Vy.npy")]
+        inputs.update(val_grads=val, val_labels=val_labels)
+    assert main(flags) == 0
+    assert f"{method}: k = " in capsys.readouterr().out
+    reference = get_strategy(method, fraction=0.2).select(GOOD, LABELS, **inputs)
+    coreset = Coreset.load(tmp_path / "c.npz")
+    np.testing.assert_array_equal(coreset.indices, reference.indices)
+    np.testing.assert_allclose(coreset.weights, reference.weights)
+
+
+def test_cli_select_refuses_flags_a_method_does_not_use(tmp_path):
+    np.save(tmp_path / "X.npy", GOOD)
+    np.save(tmp_path / "y.npy", LABELS)
+    base = ["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+            str(tmp_path / "y.npy"), "--fraction", "0.2", "--out", str(tmp_path / "c.npz")]
+    for extra, message in ((["--method", "gradmatch", "--optimizer", "lazy"], "--optimizer"),
+                           (["--method", "craig", "--beta2", "0.5"], "--beta2"),
+                           (["--method", "craig", "--val-vectors", "X.npy"], "--val-vectors"),
+                           (["--method", "glister"], "--val-vectors")):
+        result = run_cli(tmp_path, *base, *extra)
+        assert result.returncode == 2, (extra, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (extra, result.stderr)
+
+
 def test_cli_help_lists_commands():
     result = subprocess.run([sys.executable, "-m", "adacore.cli", "--help"],
                             capture_output=True, text=True, timeout=120)

@@ -55,30 +55,61 @@ def _select(args: argparse.Namespace) -> int:
     vectors = load_array("--vectors", args.vectors)
     labels = load_array("--labels", args.labels)
     options = {"fraction": args.fraction, "budget": args.budget, "seed": args.seed}
-    if args.method != "random":
-        options["optimizer"] = args.optimizer
-    if args.method == "adacore":
-        options.update(beta2=args.beta2, eps=args.eps)
+    method = args.method
+
+    def only(flag: str, value, methods: tuple[str, ...]) -> bool:
+        """Whether ``flag`` was given; refused for a method that does not use it."""
+        if value is None:
+            return False
+        if method not in methods:
+            raise InputError(f"{flag}: only method(s) {', '.join(methods)} use it, got "
+                             f"--method {method}")
+        return True
+
+    if only("--optimizer", args.optimizer, ("adacore", "craig", "glister")):
+        if method == "glister":   # GLISTER's greedy: exact (naive) or stochastic
+            options["greedy"] = "stochastic" if args.optimizer == "stochastic" else "naive"
+        else:
+            options["optimizer"] = args.optimizer
+    if only("--beta2", args.beta2, ("adacore",)):
+        options["beta2"] = args.beta2
+    if only("--eps", args.eps, ("adacore",)):
+        options["eps"] = args.eps
     engine = {"neighbors": args.neighbors, "neighbor_search": args.neighbor_search,
               "max_memory": args.max_memory, "client": args.scheduler,
               "partitions": args.partitions}
     given = {name: value for name, value in engine.items()
              if value is not None and not (name == "neighbor_search" and value == "auto")}
-    if given and args.method not in ("adacore", "craig"):
+    if given and method not in ("adacore", "craig"):
         flag = "--" + next(iter(given)).replace("_", "-").replace("client", "scheduler")
         raise InputError(f"{flag}: only the facility-location methods (adacore, craig) use "
-                         f"it, got --method {args.method}")
-    if args.method in ("adacore", "craig"):
+                         f"it, got --method {method}")
+    if method in ("adacore", "craig"):
         options.update(engine)
-    strategy = get_strategy(args.method, **options)
+    strategy = get_strategy(method, **options)
     inputs = {}
-    if args.method == "adacore":
+    if method == "adacore":
         if args.hessian is None:
             raise InputError("--hessian: method 'adacore' needs a .npy file of per-example "
                              "Hessian diagonals shaped like --vectors")
         inputs["hessian_diag"] = load_array("--hessian", args.hessian)
     elif args.hessian is not None:
-        raise InputError(f"--hessian: only method 'adacore' uses it, got --method {args.method}")
+        raise InputError(f"--hessian: only method 'adacore' uses it, got --method {method}")
+    for flag, value in (("--val-vectors", args.val_vectors), ("--val-labels", args.val_labels),
+                        ("--val-hessian", args.val_hessian)):
+        only(flag, value, ("glister",))
+    if method == "glister":
+        if args.val_vectors is None:
+            raise InputError("--val-vectors: method 'glister' selects against validation "
+                             "vectors; pass a .npy file shaped (m, d) like --vectors")
+        inputs["val_grads"] = load_array("--val-vectors", args.val_vectors)
+        if "val_labels" in strategy.requires:
+            if args.val_labels is None:
+                raise InputError("--val-labels: method 'glister' per class needs the "
+                                 "validation labels, a .npy file of (m,) integers")
+            inputs["val_labels"] = load_array("--val-labels", args.val_labels)
+        if args.val_hessian is not None:
+            inputs["val_hessian_diag"] = load_array("--val-hessian", args.val_hessian)
     start = time.perf_counter()
     coreset = strategy.select(vectors, labels, **inputs)
     seconds = time.perf_counter() - start
@@ -311,10 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
                                           "--vectors (adacore only)")
     select.add_argument("--out", required=True, help="output .npz file")
     select.add_argument("--budget", default="proportional", choices=BUDGET_MODES)
-    select.add_argument("--optimizer", default="lazy", choices=sorted(OPTIMIZERS))
-    select.add_argument("--beta2", type=float, default=0.0,
-                        help="curvature smoothing per optimizer step (one round: no effect)")
-    select.add_argument("--eps", type=float, default=1e-4)
+    select.add_argument("--optimizer", choices=sorted(OPTIMIZERS),
+                        help="greedy optimizer (adacore, craig; glister: naive or "
+                             "stochastic); default: the method's own")
+    select.add_argument("--beta2", type=float,
+                        help="adacore: curvature smoothing per optimizer step (one round: "
+                             "no effect)")
+    select.add_argument("--eps", type=float, help="adacore: damping of the curvature")
+    select.add_argument("--val-vectors", help="glister: .npy validation vectors (m, d)")
+    select.add_argument("--val-labels", help="glister: .npy validation labels (m,)")
+    select.add_argument("--val-hessian", help="glister: .npy validation Hessian diagonals")
     select.add_argument("--seed", type=int, default=0)
     select.add_argument("--neighbors", type=int, metavar="K",
                         help="solve on each point's K nearest neighbours (sparse engine, "
