@@ -402,3 +402,16 @@ def test_compare_per_method_settings_reach_only_their_method(tmp_path):
         check_per_method({"gradmatch": {"nope": 1}})
     with pytest.raises(InputError, match="method"):
         check_per_method({"nope": {}})
+
+
+def test_a_batch_larger_than_the_coreset_warns_once():
+    x, y = small_data()
+    loader = CoresetLoader(x, y, get_strategy("random", fraction=0.1), batch_size=64)
+    model = MLP(in_features=5, hidden=(4,), num_classes=3)
+    with pytest.warns(UserWarning, match="batch_size: 64 is larger than the coreset"):
+        batches = list(loader.epoch(model))
+    assert len(batches) == 1 and len(batches[0][0]) == 12
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        list(loader.epoch(model))     # said once, not every epoch

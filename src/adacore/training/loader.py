@@ -14,6 +14,7 @@ DDP's gradient average the single-process one (``weighted_loss``).
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -128,6 +129,7 @@ class CoresetLoader:
         self.coreset_: Coreset | None = None
         self.visited_ = torch.zeros(len(x), dtype=torch.bool)
         self.warm_start_examples_ = 0
+        self.warned_batch_ = False
         self.steps_since_selection_ = 0
         self.last_selection_: dict | None = None
 
@@ -219,6 +221,12 @@ class CoresetLoader:
             indices = torch.from_numpy(self.coreset_.indices)
             weights = torch.from_numpy(self.coreset_.normalized_weights()).float()
             self.visited_[indices] = True
+            if len(indices) < self.batch_size and not self.warned_batch_:
+                self.warned_batch_ = True
+                warnings.warn(f"batch_size: {self.batch_size} is larger than the coreset "
+                              f"({len(indices)} examples), so an epoch is a single step on "
+                              f"the whole coreset; a smaller batch_size gives more steps",
+                              UserWarning, stacklevel=2)
         place = {} if self.distributed else {"rank": 0, "world_size": 1}
         sampler = DistributedCoresetSampler(indices, weights, batch_size=self.batch_size,
                                             generator=self.generator, **place)
