@@ -35,21 +35,22 @@ OLD_PER_ROUND = "per-round 0.999 (old)"
 PRESETS = {
     "smoothing": {
         "fresh": {"method": "adacore", "beta2": 0.0},
-        "rms 0.99/step": {"method": "adacore", "beta2": 0.99},
-        "rms 0.999/step": {"method": "adacore", "beta2": 0.999},
+        "rms 0.99/step": {"method": "adacore", "beta2": 0.99, "curvature_average": "rms"},
+        "rms 0.999/step": {"method": "adacore", "beta2": 0.999, "curvature_average": "rms"},
         "mean 0.99/step": {"method": "adacore", "beta2": 0.99, "curvature_average": "mean"},
         "geometric 0.99/step": {"method": "adacore", "beta2": 0.99,
                                 "curvature_average": "geometric"},
         "geometric 0.999/step": {"method": "adacore", "beta2": 0.999,
                                  "curvature_average": "geometric"},
-        OLD_PER_ROUND: {"method": "adacore"},
+        OLD_PER_ROUND: {"method": "adacore", "curvature_average": "rms"},
         "fresh eps 1e-2": {"method": "adacore", "beta2": 0.0, "eps": 1e-2},
         "fresh eps 1e-1": {"method": "adacore", "beta2": 0.0, "eps": 1e-1},
         "geometric 0.99/step eps 1e-2": {"method": "adacore", "beta2": 0.99, "eps": 1e-2,
                                          "curvature_average": "geometric"},
         "geometric 0.999/step eps 1e-2": {"method": "adacore", "beta2": 0.999, "eps": 1e-2,
                                           "curvature_average": "geometric"},
-        "rms 0.999/step eps 1e-2": {"method": "adacore", "beta2": 0.999, "eps": 1e-2},
+        "rms 0.999/step eps 1e-2": {"method": "adacore", "beta2": 0.999, "eps": 1e-2,
+                                    "curvature_average": "rms"},
         "craig (reference)": {"method": "craig"},
     },
     "baselines": {
@@ -63,6 +64,7 @@ PRESETS = {
         "gradmatch per class, per gradient (CORDS)": {
             "method": "gradmatch", "strategy_options": {"per_gradient": True}},
     },
+    # each method with its defaults (AdaCore's smoothing included) and either split
     "budgets": {f"{method} {budget}": {"method": method, "budget": budget}
                 for method in ("adacore", "craig", "gradmatch", "glister", "random")
                 for budget in ("proportional", "equal")},

@@ -163,10 +163,10 @@ def test_smoother_memory_is_counted_in_steps_not_rounds():
     curvature; the same two rounds one step apart keep 0.999 of it."""
     old, new = torch.full((1, 1), 1.0), torch.full((1, 1), 1e-3)
     g = torch.ones(1, 1)
-    far = CurvatureSmoother(beta2=0.999, eps=0.0)
+    far = CurvatureSmoother(beta2=0.999, eps=0.0, average="rms")
     far.precondition(g, old)
     hbar_far = 1 / far.precondition(g, new, steps=1000)
-    near = CurvatureSmoother(beta2=0.999, eps=0.0)
+    near = CurvatureSmoother(beta2=0.999, eps=0.0, average="rms")
     near.precondition(g, old)
     hbar_near = 1 / near.precondition(g, new, steps=1)
     keep = 0.999 ** 1000

@@ -171,8 +171,8 @@ class CurvatureSmoother:
     State (``state_dict``): the round count and the running averages, per example.
     """
 
-    def __init__(self, beta2: float = 0.0, eps: float = 1e-4, beta1: float = 0.0,
-                 average: str = "rms"):
+    def __init__(self, beta2: float = 0.999, eps: float = 1e-4, beta1: float = 0.0,
+                 average: str = "geometric"):
         self.beta2 = check_unit_interval("beta2", beta2)
         self.eps = check_positive("eps", eps, allow_zero=True)
         self.beta1 = check_unit_interval("beta1", beta1)

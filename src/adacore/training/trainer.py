@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,9 +53,9 @@ class TrainConfig:
     warmup_epochs: int = 0
     space: str = "auto"
     budget: str = "proportional"
-    beta2: float = 0.0
+    beta2: float = 0.999
     eps: float = 1e-4
-    curvature_average: str = "rms"
+    curvature_average: str = "geometric"
     diagnostics: bool = False
     data_root: str | None = None
     imbalance_ratio: float | None = None
@@ -289,9 +290,7 @@ class Trainer:
             # rank 0 writes; a failed write (disk full) is raised on every rank, so none
             # is left waiting in the next collective
             ddp.on_rank0(save)
-            if chief and hasattr(progress, "set_postfix"):
-                progress.set_postfix(val=f"{row['val_accuracy']:.3f}",
-                                     test=f"{row['test_accuracy']:.3f}")
+            progress.show(row)
         record = run_record(config, history)
         ddp.on_rank0(lambda: atomic_write_bytes(self.out / "run.json",
                                                 json.dumps(record, indent=1).encode()))
@@ -374,10 +373,38 @@ def run_record(config: TrainConfig, history: list[dict]) -> dict:
             "warm_start_examples": last.get("warm_start_examples", 0), "history": history}
 
 
-def _progress(iterable, *, total, initial, quiet, desc):
-    if quiet:
-        return iterable
-    from tqdm.auto import tqdm
-    # disable=None: no bar when the output is not a terminal (logs, CI)
-    return tqdm(iterable, total=total, initial=initial, desc=desc, unit="epoch", leave=False,
-                disable=None)
+def _progress(epochs, *, total, initial, quiet, desc) -> "_Progress":
+    """The epochs to run, reporting each one on stderr (see :class:`_Progress`)."""
+    return _Progress(epochs, total=total, initial=initial, quiet=quiet, desc=desc)
+
+
+class _Progress:
+    """Progress of a run on stderr: a tqdm bar on a terminal; elsewhere (a log file, a
+    pipe, CI) one line per epoch as it ends, e.g. ``adacore seed 0 epoch 3/40: val
+    0.912 test 0.905, select 1.2 s, train 0.4 s``; nothing when ``quiet``."""
+
+    def __init__(self, epochs, *, total, initial, quiet, desc):
+        self.total, self.desc = total, desc
+        stream = sys.stderr
+        terminal = stream is not None and hasattr(stream, "isatty") and stream.isatty()
+        self.lines = not quiet and stream is not None and not terminal
+        self.bar = None
+        if not quiet and terminal:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(epochs, total=total, initial=initial, desc=desc, unit="epoch",
+                            leave=False)
+        self.epochs = epochs if self.bar is None else self.bar
+
+    def __iter__(self):
+        return iter(self.epochs)
+
+    def show(self, row: dict) -> None:
+        """Report an epoch's metrics row."""
+        if self.bar is not None:
+            self.bar.set_postfix(val=f"{row['val_accuracy']:.3f}",
+                                 test=f"{row['test_accuracy']:.3f}")
+        elif self.lines:
+            print(f"{self.desc} epoch {row['epoch']}/{self.total}: val "
+                  f"{row['val_accuracy']:.3f} test {row['test_accuracy']:.3f}, select "
+                  f"{row['select_seconds']:.1f} s, train {row['train_seconds']:.1f} s",
+                  file=sys.stderr, flush=True)
