@@ -1,7 +1,10 @@
 """GreeDi on Dask against the centralised greedy and brute-force NumPy references."""
 
 import multiprocessing
+import os
+import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -194,6 +197,33 @@ def test_starts_and_stops_its_own_cluster(cluster, mixture):
     shared = greedi(X[:600], 20, seed=5, client=cluster[1], partitions=2)
     np.testing.assert_array_equal(own.indices, shared.indices)
     assert len(multiprocessing.active_children()) == before
+
+
+# a plain script, no `if __name__ == "__main__":` guard: spawned worker processes would
+# re-run it (from a file) or fail to find it (from standard input)
+UNGUARDED = textwrap.dedent("""
+    import numpy as np
+    from adacore import facility_location
+    from adacore.distributed import greedi
+    X = np.random.default_rng(0).standard_normal((120, 3)).astype(np.float32)
+    picked = greedi(X, 6, partitions=1)
+    assert picked.indices.tolist() == facility_location(X, 6).indices.tolist()
+    print("picked", len(picked.indices))
+""")
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_default_cluster_runs_from_an_unguarded_script(tmp_path, how):
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    command = [sys.executable, str(script)] if how == "file" else [sys.executable, "-"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(script) as source:
+        done = subprocess.run(command, stdin=source if how == "stdin" else subprocess.DEVNULL,
+                              capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                              env=environment)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "picked 6"
 
 
 @pytest.mark.parametrize("arguments, name", [

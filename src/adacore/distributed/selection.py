@@ -63,9 +63,14 @@ def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None
         Class labels; one GreeDi problem per class. None: one problem over all rows.
     client : distributed.Client, str or None
         A client to use (left open), a scheduler address to connect to (the connection
-        is closed afterwards), or None to start a local cluster of min(2, CPUs) worker
-        processes with one thread each, closed afterwards (worker processes are
-        spawned: a script needs the usual ``if __name__ == "__main__":`` guard).
+        is closed afterwards), or None to start a local cluster of min(2, CPUs) workers
+        of one thread each inside this process, closed afterwards. Threads, not worker
+        processes: they need no ``if __name__ == "__main__":`` guard (spawned workers
+        re-import the caller's main module, which fails in a script without one, on
+        standard input and in some notebooks), start in milliseconds instead of
+        seconds and share ``X`` instead of copying it; most of the greedy's time is in
+        torch kernels, which release the GIL. For worker processes or machines, pass a
+        client of your own or a scheduler address.
     partitions : int, optional
         Number of partitions m >= 1 per class (at most the class's size); defaults to
         the number of workers.
@@ -176,9 +181,10 @@ def _connect(stack: ExitStack, distributed, client):
                              f"({type(error).__name__}: {error})") from error
         stack.callback(connection.close)
         return connection
-    # dashboard off, and its HTTP server (health checks) on a free port, never 8787
+    # threads: nothing re-imports __main__ (see the docstring). Dashboard off, and its
+    # HTTP server (health checks) on a free port, never 8787
     cluster = distributed.LocalCluster(n_workers=min(2, os.cpu_count() or 1),
-                                       threads_per_worker=1, processes=True,
+                                       threads_per_worker=1, processes=False,
                                        dashboard_address=":0",
                                        scheduler_kwargs={"dashboard": False})
     stack.callback(cluster.close)
