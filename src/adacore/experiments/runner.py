@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 from adacore.data import load_dataset
@@ -24,13 +25,35 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 COMPARE_KEYS = {"methods", "seeds", "target", "name", "description", "per_method"}
 
 
+def shipped_scenarios() -> dict:
+    """The scenarios inside the installed package (the repository's ``experiments/``),
+    by name: ``{"mnist_1pct": <adacore/scenarios/mnist_1pct.toml>, ...}``."""
+    folder = resources.files("adacore") / "scenarios"
+    if not folder.is_dir():
+        return {}
+    return {entry.name[:-len(".toml")]: entry for entry in sorted(
+        folder.iterdir(), key=lambda entry: entry.name) if entry.name.endswith(".toml")}
+
+
 def read_toml(path: str | Path) -> dict:
-    """A TOML file as a dict; a missing or malformed file is an InputError on --config."""
+    """A TOML file as a dict; a missing or malformed file is an InputError on --config.
+
+    ``path`` is a file, or the bare name of a shipped scenario (``"mnist_1pct"``: no
+    folder, no ``.toml``, and no such file here), see :func:`shipped_scenarios`.
+    """
     if tomllib is None:
         raise InputError("--config: reading TOML needs Python 3.11 or newer")
-    file = Path(path)
+    text, file = str(path), Path(path)
     if not file.is_file():
-        raise InputError(f"--config: no file at {str(path)!r}, expected a TOML scenario")
+        shipped = shipped_scenarios()
+        names = ", ".join(shipped) or "none"
+        if text != file.name or text.endswith(".toml"):
+            raise InputError(f"--config: no file at {text!r}, expected a TOML scenario file "
+                             f"or the name of a shipped scenario ({names})")
+        if text not in shipped:
+            raise InputError(f"--config: no file and no shipped scenario named {text!r}; "
+                             f"shipped scenarios: {names}")
+        file = shipped[text]
     try:
         return tomllib.loads(file.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, ValueError) as error:
