@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -143,6 +144,10 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     check_per_method(per_method or {})
     out = Path(out)
     runs = []
+    total = len(seeds) * len(methods)
+    # progress on stderr (rank 0): "run i of N" before each run, a rough estimate after
+    talk = not quiet and int(os.environ.get("RANK", "0")) == 0
+    trained_seconds = []    # wall time of each run trained by this call
     for seed in seeds:
         splits = None
         for method in methods:
@@ -156,22 +161,46 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                     raise InputError(f"--resume: the finished run in {str(folder)!r} used other "
                                      f"settings; use another --out or the same settings")
                 runs.append(record)
+                if talk:
+                    print(f"run {len(runs)} of {total}: {method} seed {seed}, finished "
+                          f"before (read back)", file=sys.stderr, flush=True)
                 continue
+            if talk:
+                print(f"run {len(runs) + 1} of {total}: {method} seed {seed}", file=sys.stderr,
+                      flush=True)
+            started = time.perf_counter()
             if splits is None:
                 splits = load_dataset(config.dataset, root=config.data_root,
                                       imbalance_ratio=config.imbalance_ratio, seed=seed)
             record = run_one(config, folder, resume=resume, quiet=quiet, splits=splits)
+            trained_seconds.append(time.perf_counter() - started)
             runs.append(record)
             # one line a run, with or without progress bars
             print(f"{method:>9} seed {seed}: test {record['test_accuracy_at_best_val']:.4f} "
                   f"at best val (epoch {record['best_val_epoch']}), selection "
                   f"{record['select_seconds']:.1f} s, training {record['train_seconds']:.1f} s, "
                   f"visited {record['fraction_visited']:.0%}", file=sys.stderr)
+            left = total - len(runs)
+            if talk and left:
+                mean = sum(trained_seconds) / len(trained_seconds)
+                print(f"about {_rough_duration(mean * left)} left, roughly: {left} more "
+                      f"run{'s' if left > 1 else ''} at {mean:.0f} s, the mean of the "
+                      f"{len(trained_seconds)} run{'s' if len(trained_seconds) > 1 else ''} "
+                      f"this comparison trained so far", file=sys.stderr, flush=True)
     if int(os.environ.get("RANK", "0")) != 0:
         # under torchrun every rank ran the comparison (each run's group is closed by
         # now); the report is rank 0's to write
         return {}
     return write_report(runs, out, target=target, command=command)
+
+
+def _rough_duration(seconds: float) -> str:
+    """``40 s``, ``12 min`` or ``3.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def probe_run(run_dir: str | Path, *, space: str = "logits") -> dict:
