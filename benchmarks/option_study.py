@@ -77,7 +77,7 @@ def _mean_std(values) -> str:
         return "-"
     if len(values) == 1:
         return f"{100 * values[0]:.1f}"
-    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
 
 
 def _config(scenario: dict, settings: dict, seed: int):
