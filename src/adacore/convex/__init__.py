@@ -12,22 +12,25 @@ sum to n):
 """
 
 from adacore.convex.blocks import block_facility_location, blocked_facility_location
+from adacore.convex.curvature import (inverse_power, mean_hessian_diag, newton_point,
+                                      population_hessian)
 from adacore.convex.datasets import DATASETS, ConvexData, load_convex_data, read_libsvm
 from adacore.convex.experiment import (DEFAULT_SETTINGS, check_settings, read_convex_scenario,
                                        run_convex_experiment)
 from adacore.convex.losses import (LOSSES, ConvexLoss, LassoLoss, LogisticLoss, RidgeLoss,
                                    SquaredHingeLoss, get_loss)
 from adacore.convex.reference import reference_solution
-from adacore.convex.select import (HESSIANS, METHODS, Reselection, convex_vectors,
-                                   select_coreset)
+from adacore.convex.select import (DEFAULT_POWERS, HESSIANS, METHODS, POINTS, Reselection,
+                                   convex_vectors, select_coreset)
 from adacore.convex.solvers import (SOLVERS, SolverResult, preconditioned_gd, saga, sgd,
                                     solve)
 from adacore.convex.speed import convex_speed_report
 
-__all__ = ["ConvexData", "ConvexLoss", "DATASETS", "DEFAULT_SETTINGS", "HESSIANS", "LOSSES",
-           "LassoLoss", "LogisticLoss", "METHODS", "Reselection", "RidgeLoss", "SOLVERS",
-           "SolverResult", "SquaredHingeLoss", "block_facility_location",
-           "blocked_facility_location", "check_settings", "convex_speed_report",
-           "convex_vectors", "get_loss", "load_convex_data", "preconditioned_gd",
-           "read_convex_scenario", "read_libsvm", "reference_solution", "run_convex_experiment",
-           "saga", "select_coreset", "sgd", "solve"]
+__all__ = ["ConvexData", "ConvexLoss", "DATASETS", "DEFAULT_POWERS", "DEFAULT_SETTINGS",
+           "HESSIANS", "LOSSES", "LassoLoss", "LogisticLoss", "METHODS", "POINTS", "Reselection",
+           "RidgeLoss", "SOLVERS", "SolverResult", "SquaredHingeLoss",
+           "block_facility_location", "blocked_facility_location", "check_settings",
+           "convex_speed_report", "convex_vectors", "get_loss", "inverse_power",
+           "load_convex_data", "mean_hessian_diag", "newton_point", "population_hessian",
+           "preconditioned_gd", "read_convex_scenario", "read_libsvm", "reference_solution",
+           "run_convex_experiment", "saga", "select_coreset", "sgd", "solve"]

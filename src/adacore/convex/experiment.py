@@ -24,10 +24,12 @@ solver, epochs, batch_size, lr, schedule
     The solver ("sgd", "saga", "precond_gd") and its options (``lr`` 0: its default;
     ``schedule`` for SGD only). Every method trains for the same number of epochs of its
     own training set, so a coreset of fraction f costs about f of full training.
-at, reselect_every, hessian, eps, block_size, exact_limit
-    Selection options (:func:`select_coreset`): at "initial" or "pilot", reselection
-    every R epochs (0: select once), AdaCore's preconditioner ("diagonal" or "exact") and
-    damping, the block engine's block size and the largest class solved exactly.
+at, newton_steps, reselect_every, hessian, power, eps, block_size, exact_limit
+    Selection options (:func:`select_coreset`): at "newton", "initial" or "pilot" and the
+    Newton steps, reselection every R epochs (0: select once), AdaCore's preconditioner
+    ("mean_diagonal", "mean", "diagonal" or "exact"), its exponent (0: the kind's
+    default, TOML having no null) and damping, the block engine's block size and the
+    largest class solved exactly.
 target
     Residual for the speedup column: a method's time to target is the mean over seeds of
     the first recorded time with residual <= target (only when every seed reached it);
@@ -63,8 +65,8 @@ DEFAULT_SETTINGS: dict = {
     "loss": "logistic", "alpha": 1e-4, "fit_intercept": True,
     "methods": ["adacore", "craig", "random", "full"], "fractions": [0.01, 0.05, 0.1, 0.3],
     "seeds": [0, 1, 2], "solver": "sgd", "epochs": 20, "batch_size": 128, "lr": 0.0,
-    "schedule": "linear", "at": "initial", "reselect_every": 0, "hessian": "diagonal",
-    "eps": 1e-4,
+    "schedule": "linear", "at": "newton", "newton_steps": 1, "reselect_every": 0,
+    "hessian": "mean_diagonal", "power": 0.0, "eps": 1e-4,
     "block_size": 32, "exact_limit": 4096, "target": 0.05,
 }
 _FLOOR = 1e-16   # residuals are plotted on a log axis
@@ -98,6 +100,8 @@ def check_settings(settings: dict) -> dict:
     check_int("batch_size", merged["batch_size"], 1)
     check_positive("lr", merged["lr"], allow_zero=True)
     check_int("reselect_every", merged["reselect_every"], 0)
+    check_int("newton_steps", merged["newton_steps"], 1)
+    check_positive("power", merged["power"], allow_zero=True)
     check_positive("target", merged["target"])
     get_loss(merged["loss"], alpha=merged["alpha"], fit_intercept=merged["fit_intercept"])
     return merged
@@ -125,7 +129,9 @@ def _load(settings: dict):
 def _one_run(settings, loss, data, method, fraction, seed, optimum) -> dict:
     X, y = data.X_train, data.y_train
     select_options = dict(loss=loss, method=method, seed=seed, at=settings["at"],
-                          hessian=settings["hessian"], eps=settings["eps"],
+                          newton_steps=settings["newton_steps"],
+                          hessian=settings["hessian"], power=settings["power"] or None,
+                          eps=settings["eps"],
                           block_size=settings["block_size"],
                           exact_limit=settings["exact_limit"])
     start = time.perf_counter()
@@ -137,7 +143,8 @@ def _one_run(settings, loss, data, method, fraction, seed, optimum) -> dict:
     start_seconds = time.perf_counter() - start
     reselect = None
     if settings["reselect_every"] and method != "full":
-        rounds = {key: value for key, value in select_options.items() if key != "at"}
+        rounds = {key: value for key, value in select_options.items()
+                  if key not in ("at", "newton_steps")}
         reselect = Reselection(X, y, every=settings["reselect_every"], fraction=fraction,
                                **rounds)
     options = dict(sample_weight=weights, epochs=settings["epochs"], seed=seed,
