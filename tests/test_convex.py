@@ -11,11 +11,11 @@ import torch
 
 from adacore import InputError, facility_location, hutchinson_diagonal
 from adacore.convex import (LOSSES, Reselection, block_facility_location,
-                            blocked_facility_location, check_settings, convex_speed_report,
-                            convex_vectors, get_loss, load_convex_data, newton_point,
-                            population_hessian, preconditioned_gd, read_convex_scenario,
-                            reference_solution, run_convex_experiment, saga, select_coreset,
-                            sgd)
+                            blocked_facility_location, convex_speed_report, convex_vectors,
+                            get_loss, load_convex_data, newton_point, population_hessian,
+                            preconditioned_gd, reference_solution, saga, select_coreset, sgd)
+from adacore.experiments.convex import (check_settings, read_convex_scenario,
+                                        run_convex_experiment)
 from adacore.convex.blocks import split_budget
 from adacore.selection.per_class import class_seed
 

@@ -191,7 +191,7 @@ def test_compare_writes_the_report_and_resumes(tmp_path):
 
 
 def test_scenario_files(tmp_path):
-    from adacore.convex.experiment import read_convex_scenario
+    from adacore.experiments.convex import read_convex_scenario
     paths = sorted((Path(__file__).parent.parent / "experiments").glob("*.toml"))
     assert len(paths) >= 6
     for path in paths:

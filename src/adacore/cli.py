@@ -216,7 +216,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare_convex(args: argparse.Namespace) -> int:
-    from adacore.convex.experiment import read_convex_scenario, run_convex_experiment
+    from adacore.experiments.convex import read_convex_scenario, run_convex_experiment
 
     if not args.config:
         raise InputError("--config: --task convex reads its settings from a TOML scenario "

@@ -1,4 +1,7 @@
-"""Convex models: exact per-example terms, coresets chosen once, weighted solvers, experiment.
+"""Convex models: exact per-example terms, coresets chosen once, weighted solvers.
+
+The convex experiment (``adacore compare --task convex``) lives in
+:mod:`adacore.experiments.convex`, above this package.
 
 >>> from adacore.convex import select_coreset, sgd          # doctest: +SKIP
 >>> c = select_coreset(X, y, fraction=0.1, loss="logistic")  # y in {-1, +1}
@@ -15,8 +18,6 @@ from adacore.convex.blocks import block_facility_location, blocked_facility_loca
 from adacore.convex.curvature import (inverse_power, mean_hessian_diag, newton_point,
                                       population_hessian)
 from adacore.convex.datasets import DATASETS, ConvexData, load_convex_data, read_libsvm
-from adacore.convex.experiment import (DEFAULT_SETTINGS, check_settings, read_convex_scenario,
-                                       run_convex_experiment)
 from adacore.convex.losses import (LOSSES, ConvexLoss, LassoLoss, LogisticLoss, RidgeLoss,
                                    SquaredHingeLoss, get_loss)
 from adacore.convex.reference import reference_solution
@@ -26,11 +27,10 @@ from adacore.convex.solvers import (SOLVERS, SolverResult, preconditioned_gd, sa
                                     solve)
 from adacore.convex.speed import convex_speed_report
 
-__all__ = ["ConvexData", "ConvexLoss", "DATASETS", "DEFAULT_POWERS", "DEFAULT_SETTINGS",
-           "HESSIANS", "LOSSES", "LassoLoss", "LogisticLoss", "METHODS", "POINTS", "Reselection",
-           "RidgeLoss", "SOLVERS", "SolverResult", "SquaredHingeLoss",
-           "block_facility_location", "blocked_facility_location", "check_settings",
-           "convex_speed_report", "convex_vectors", "get_loss", "inverse_power",
-           "load_convex_data", "mean_hessian_diag", "newton_point", "population_hessian",
-           "preconditioned_gd", "read_convex_scenario", "read_libsvm", "reference_solution",
-           "run_convex_experiment", "saga", "select_coreset", "sgd", "solve"]
+__all__ = ["ConvexData", "ConvexLoss", "DATASETS", "DEFAULT_POWERS", "HESSIANS", "LOSSES",
+           "LassoLoss", "LogisticLoss", "METHODS", "POINTS", "Reselection", "RidgeLoss",
+           "SOLVERS", "SolverResult", "SquaredHingeLoss", "block_facility_location",
+           "blocked_facility_location", "convex_speed_report", "convex_vectors", "get_loss",
+           "inverse_power", "load_convex_data", "mean_hessian_diag", "newton_point",
+           "population_hessian", "preconditioned_gd", "read_libsvm", "reference_solution",
+           "saga", "select_coreset", "sgd", "solve"]
