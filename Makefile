@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest tests
 
 demo: $(STAMP)
-	# MNIST at 1%: all seven methods, 3 seeds (finished runs are reused)
+	# MNIST at 1%: all seven methods, 5 seeds (finished runs are reused)
 	$(PY) -m adacore.cli compare --config experiments/mnist_1pct.toml --out runs/mnist_1pct --resume
 
 select-demo: $(STAMP)
