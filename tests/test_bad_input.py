@@ -184,3 +184,82 @@ def test_cli_help_lists_commands():
     result = subprocess.run([sys.executable, "-m", "adacore.cli", "--help"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "select" in result.stdout
+
+
+# -- training settings: every one checked before anything trains (issue 14) --
+
+BAD_SETTINGS = [
+    ({"lr": float("nan")}, "lr"), ({"lr": 0}, "lr"), ({"lr": "0.1"}, "lr"),
+    ({"momentum": 1.0}, "momentum"), ({"momentum": -0.1}, "momentum"),
+    ({"momentum": float("nan")}, "momentum"),
+    ({"weight_decay": -1e-4}, "weight_decay"), ({"weight_decay": float("inf")}, "weight_decay"),
+    ({"warmup_epochs": 40}, "warmup_epochs"), ({"warmup_epochs": -1}, "warmup_epochs"),
+    ({"eps": 0}, "eps"), ({"eps": float("inf")}, "eps"),
+    ({"beta2": 1.0}, "beta2"), ({"beta2": float("nan")}, "beta2"),
+    ({"imbalance_ratio": 0.5}, "imbalance_ratio"),
+    ({"imbalance_ratio": float("inf")}, "imbalance_ratio"),
+    ({"seed": -1}, "seed"), ({"seed": 2**63}, "seed"), ({"seed": 1.5}, "seed"),
+    ({"fraction": 0}, "fraction"), ({"fraction": 1.5}, "fraction"),
+    ({"nesterov": "true"}, "nesterov"), ({"diagnostics": 1}, "diagnostics"),
+    ({"schedule": 3}, "schedule"), ({"space": ["logits"]}, "space"),
+    ({"budget": "uniform"}, "budget"), ({"curvature_average": "median"}, "curvature_average"),
+    ({"device": 0}, "device"), ({"data_root": 3}, "data_root"),
+    ({"projection_dim": 0}, "projection_dim"),
+    ({"strategy_options": [1]}, "strategy_options"),
+    ({"strategy_options": {1: 2}}, "strategy_options"),
+    ({"strategy_options": {"bogus": 1}}, "strategy_options: method 'adacore' takes no "
+                                         "option 'bogus'"),
+    ({"method": "random", "strategy_options": {"beta2": 0.9}}, "method 'random'.*'beta2'"),
+]
+
+
+@pytest.mark.parametrize("settings, match", BAD_SETTINGS)
+def test_train_config_refuses_bad_settings(settings, match):
+    from adacore.training import TrainConfig
+    with pytest.raises(InputError, match=match):
+        TrainConfig(**settings).validate()
+
+
+def test_train_config_accepts_the_edges():
+    from adacore.training import TrainConfig
+    TrainConfig(seed=2**63 - 1, imbalance_ratio=1, momentum=0, weight_decay=0, beta2=0,
+                fraction=1, lr=1, warmup_epochs=39, curvature_average="rms").validate()
+
+
+def test_cli_run_refuses_bad_flags_before_training(tmp_path):
+    for flags, message in [(["--lr", "nan"], "lr"), (["--momentum", "1"], "momentum"),
+                           (["--seed", str(2**63)], "seed")]:
+        result = run_cli(tmp_path, "run", "--dataset", "digits", "--epochs", "1", "--quiet",
+                         "--out", "x", *flags)
+        assert result.returncode == 2, (flags, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (flags, result.stderr)
+        assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('nesterov = "true"\n', "nesterov"),
+    ("lr = nan\n", "lr"),
+    ('methods = ["random"]\nstrategy_options = { bogus = 1 }\n', "bogus"),
+    ('methods = ["random", "craig"]\n[per_method.craig]\nstrategy_options = { bogus = 1 }\n',
+     "method 'craig'"),
+    ('methods = ["random"]\ntarget = 2\n', "target"),
+    ('methods = "random"\n', "methods"),
+    ('methods = ["random"]\nseeds = [0, "1"]\n', "seeds"),
+])
+def test_compare_checks_every_run_before_the_first_trains(tmp_path, text, message):
+    (tmp_path / "bad.toml").write_text('dataset = "digits"\nepochs = 1\n' + text)
+    result = run_cli(tmp_path, "compare", "--config", "bad.toml", "--quiet", "--out", "c")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "c").exists()          # not even the first method trained
+
+
+def test_compare_refuses_a_bad_target_before_training(tmp_path):
+    from adacore.experiments.runner import compare
+    for target in (0, 1.5, float("nan"), "0.9"):
+        with pytest.raises(InputError, match="target"):
+            compare({"dataset": "digits", "epochs": 1}, ["random"], [0], tmp_path / "c",
+                    target=target, quiet=True)
+    assert not (tmp_path / "c").exists()

@@ -130,6 +130,54 @@ def check_unit_interval(name: str, value: Any) -> float:
 
 def check_choice(name: str, value: Any, choices) -> str:
     """One of a fixed set of names."""
-    if value not in choices:
+    try:
+        known = value in choices
+    except TypeError:           # an unhashable value (a list from TOML) is no name
+        known = False
+    if not known:
         raise fail(name, value, "one of " + ", ".join(repr(c) for c in sorted(choices)))
+    return value
+
+
+def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """A finite real number (not a bool) in the interval from ``low`` to ``high``.
+
+    ``low_open`` / ``high_open`` exclude the bound itself; a bound of None is no bound.
+    """
+    left = "(" if low_open else "["
+    right = ")" if high_open else "]"
+    if low is not None and high is not None:
+        expected = f"a number in {left}{low}, {high}{right}"
+    elif low is not None:
+        expected = f"a finite number {'>' if low_open else '>='} {low}"
+    elif high is not None:
+        expected = f"a finite number {'<' if high_open else '<='} {high}"
+    else:
+        expected = "a finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail(name, value, expected)
+    number = float(value)
+    if not np.isfinite(number):
+        raise fail(name, value, expected)
+    if low is not None and (number < low or (low_open and number == low)):
+        raise fail(name, value, expected)
+    if high is not None and (number > high or (high_open and number == high)):
+        raise fail(name, value, expected)
+    return number
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A boolean: ``True`` or ``False`` (not the string ``"true"``, not 1)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise fail(name, value, "true or false")
+    return bool(value)
+
+
+def check_string(name: str, value: Any, *, optional: bool = False) -> str | None:
+    """A string (or None with ``optional``)."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise fail(name, value, "a string" + (" or nothing" if optional else ""))
     return value

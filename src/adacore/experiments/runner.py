@@ -15,7 +15,8 @@ from adacore.experiments.report import write_report
 from adacore.strategies import available_strategies
 from adacore.training import TrainConfig, Trainer
 from adacore.training.trainer import same_settings
-from adacore.validation import InputError, check_choice
+from adacore.validation import (InputError, check_choice, check_fraction, check_int,
+                                check_string, fail)
 
 try:  # Python >= 3.11
     import tomllib
@@ -71,6 +72,20 @@ def read_scenario(path: str | Path) -> dict:
         raise InputError(f"--config: unknown keys {unknown} in {str(path)!r}; expected some "
                          f"of {sorted(known)}")
     check_per_method(scenario.get("per_method", {}), f"--config: {str(path)!r}: per_method")
+    where = f"--config: {str(path)!r}"
+    methods = scenario.get("methods", [])
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise fail(f"{where}: methods", methods, "a list of method names")
+    seeds = scenario.get("seeds", [])
+    if not isinstance(seeds, list):
+        raise fail(f"{where}: seeds", seeds, "a list of integer seeds")
+    for seed in seeds:
+        check_int(f"{where}: seeds", seed, 0, 2**63 - 1)
+    if scenario.get("target") is not None:
+        check_fraction(f"{where}: target", scenario["target"])
+    for key in ("name", "description"):
+        if key in scenario:
+            check_string(f"{where}: {key}", scenario[key])
     return scenario
 
 
@@ -142,6 +157,12 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     for method in methods:
         check_choice("method", method, available_strategies())
     check_per_method(per_method or {})
+    if target is not None:
+        check_fraction("target", target)
+    # every run's settings are checked before the first one trains
+    configs = {(method, seed): make_config({**method_settings(settings, per_method, method),
+                                            "method": method, "seed": seed})
+               for seed in seeds for method in methods}
     out = Path(out)
     runs = []
     total = len(seeds) * len(methods)
@@ -151,8 +172,7 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     for seed in seeds:
         splits = None
         for method in methods:
-            config = make_config({**method_settings(settings, per_method, method),
-                                  "method": method, "seed": seed})
+            config = configs[method, seed]
             folder = out / method / f"seed_{seed}"
             finished = folder / "run.json"
             if resume and finished.exists():

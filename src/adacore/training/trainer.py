@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import sys
@@ -19,17 +20,22 @@ from adacore.atomic import atomic_write_bytes, remove_stale_temporaries
 from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model
+from adacore.selection.budgets import BUDGET_MODES
 from adacore.selection.memory import parse_memory
-from adacore.strategies import get_strategy
+from adacore.strategies import STRATEGIES, get_strategy
 from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
                                          rewrite_jsonl, save_checkpoint)
 from adacore.training.loader import CoresetLoader
 from adacore.training.lock import FolderLock
-from adacore.training.schedules import build_optimizer, build_scheduler
-from adacore.validation import InputError, check_choice, check_fraction, check_int
+from adacore.training.schedules import SCHEDULES, build_optimizer, build_scheduler
+from adacore.validation import (InputError, check_bool, check_choice, check_fraction, check_int,
+                                check_real, check_string, fail)
 
 # batch augmentations: CIFAR's random crop (4-pixel padding) and horizontal flip
 AUGMENTATIONS = ("none", "crop_flip")
+# the gradient spaces the loader probes in, and AdaCore's curvature averages
+LOADER_SPACES = ("auto", "logits", "last_layer")
+CURVATURE_AVERAGES = ("geometric", "rms", "mean")
 
 
 @dataclass
@@ -69,24 +75,70 @@ class TrainConfig:
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
+        """Check every setting (from flags or TOML alike) before anything trains: types,
+        finiteness and ranges; builds the strategy once, so an option the method does
+        not take is refused here, not after the data is loaded."""
+        for name in ("dataset", "model", "method"):
+            check_string(name, getattr(self, name))
         check_fraction("fraction", self.fraction)
         check_int("epochs", self.epochs, 1)
         check_int("select_every", self.select_every, 1)
         check_int("warm_start_epochs", self.warm_start_epochs, 0)
-        check_int("seed", self.seed, 0)
+        # torch.manual_seed takes 64 bits; the augmentation generator gets seed + 1
+        check_int("seed", self.seed, 0, 2**63 - 1)
         check_int("batch_size", self.batch_size, 1)
         check_int("eval_batch_size", self.eval_batch_size, 1)
         check_int("probe_batch_size", self.probe_batch_size, 1)
+        check_real("lr", self.lr, low=0, low_open=True)
+        check_real("momentum", self.momentum, low=0, high=1, high_open=True)
+        check_bool("nesterov", self.nesterov)
+        check_real("weight_decay", self.weight_decay, low=0)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_int("warmup_epochs", self.warmup_epochs, 0, self.epochs - 1)
+        check_choice("space", self.space, LOADER_SPACES)
+        check_choice("budget", self.budget, BUDGET_MODES)
+        check_real("beta2", self.beta2, low=0, high=1, high_open=True)
+        check_real("eps", self.eps, low=0, low_open=True)
+        check_choice("curvature_average", self.curvature_average, CURVATURE_AVERAGES)
+        check_bool("diagnostics", self.diagnostics)
+        check_string("data_root", self.data_root, optional=True)
+        if self.imbalance_ratio is not None:
+            check_real("imbalance_ratio", self.imbalance_ratio, low=1)
+        check_string("device", self.device)
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise InputError(f"device: got {self.device!r}, expected auto, cpu or cuda")
         check_choice("augment", self.augment, AUGMENTATIONS)
+        if self.projection_dim is not None:
+            check_int("projection_dim", self.projection_dim, 1)
         if self.neighbors is not None:
             check_int("neighbors", self.neighbors, 1)
         if self.max_memory is not None:
             parse_memory(self.max_memory)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise InputError(f"lr: got {self.lr!r}, expected a finite number > 0")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise InputError(f"device: got {self.device!r}, expected auto, cpu or cuda")
+        if not isinstance(self.strategy_options, dict) or not all(
+                isinstance(key, str) for key in self.strategy_options):
+            raise fail("strategy_options", self.strategy_options,
+                       "a table of option name -> value")
+        self._check_strategy()
         return self
+
+    def _check_strategy(self) -> None:
+        """Build the strategy once: an unknown method or option is an InputError now."""
+        check_choice("method", self.method, STRATEGIES)
+        try:
+            self.strategy()
+        except TypeError as error:
+            parameters = inspect.signature(STRATEGIES[self.method]).parameters
+            if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+                unknown = []
+            else:
+                unknown = sorted(set(self.strategy_options) - set(parameters))
+            if unknown:
+                accepted = sorted(set(parameters) - {"fraction", "budget", "seed"})
+                raise InputError(f"strategy_options: method {self.method!r} takes no option "
+                                 f"{', '.join(map(repr, unknown))}; its options are "
+                                 f"{', '.join(accepted) or 'none'}") from None
+            raise InputError(f"strategy_options: method {self.method!r} refused its options "
+                             f"{self.strategy_options!r} ({error})") from None
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
