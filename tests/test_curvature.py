@@ -193,3 +193,15 @@ def test_smoother_rejects_bad_hyperparameters():
         CurvatureSmoother(eps=-1)
     with pytest.raises(InputError, match="average"):
         CurvatureSmoother(average="median")
+
+
+def test_smoother_without_memory_ignores_zero_steps_and_bad_steps_are_refused():
+    g = torch.ones(1, 2)
+    fresh = CurvatureSmoother(beta2=0.0, eps=0.0)
+    fresh.precondition(g, torch.full((1, 2), 0.5))
+    # beta2 = 0: the new curvature alone, even with no step in between (0 ** 0 is 1)
+    torch.testing.assert_close(fresh.precondition(g, torch.full((1, 2), 0.01), steps=0),
+                               torch.full((1, 2), 100.0))
+    for bad in ("abc", -1, float("nan"), True):
+        with pytest.raises(InputError, match="steps"):
+            fresh.precondition(g, torch.full((1, 2), 0.5), steps=bad)

@@ -216,3 +216,26 @@ def test_after_a_curvature_drop_the_next_round_covers_the_current_vectors(seed):
     squares = _cover_cost(current, labels,
                           second_round(AdaCore(0.05, beta2=0.999, average="rms"), steps=5000))
     assert squares > 1.3 * best
+
+
+def test_bad_steps_are_refused_before_the_round_advances():
+    grads, labels, diag = problem(6)
+    strategy = AdaCore(0.05)
+    strategy.select(grads, labels, hessian_diag=diag)
+    for bad in ("abc", -3):
+        with pytest.raises(ValueError, match="steps"):
+            strategy.select(grads, labels, hessian_diag=diag, steps=bad)
+    assert strategy.round_ == 1 and strategy.smoother.step == 1
+    # a later round without steps says that it counts as one step
+    with pytest.warns(UserWarning, match="steps"):
+        strategy.select(grads, labels, hessian_diag=diag)
+
+
+def test_diagnostics_time_is_not_the_selection_time():
+    grads, labels, diag = problem(7)
+    coreset = AdaCore(0.05, diagnostics=True).select(grads, labels, hessian_diag=diag)
+    assert 0 <= coreset.metadata["craig_overlap"] <= 1
+    assert coreset.metadata["diagnostics_seconds"] > 0
+    craig = Craig(0.05).select(grads, labels)
+    assert coreset.metadata["craig_overlap"] == pytest.approx(
+        np.intersect1d(coreset.indices, craig.indices).size / len(coreset))

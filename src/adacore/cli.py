@@ -68,7 +68,10 @@ def _select(args: argparse.Namespace) -> int:
 
     if only("--optimizer", args.optimizer, ("adacore", "craig", "glister")):
         if method == "glister":   # GLISTER's greedy: exact (naive) or stochastic
-            options["greedy"] = "stochastic" if args.optimizer == "stochastic" else "naive"
+            if args.optimizer not in ("naive", "stochastic"):
+                raise InputError(f"--optimizer: glister's greedy is naive or stochastic, got "
+                                 f"{args.optimizer!r}")
+            options["greedy"] = args.optimizer
         else:
             options["optimizer"] = args.optimizer
     if only("--beta2", args.beta2, ("adacore",)):
@@ -248,7 +251,7 @@ def _compare(args: argparse.Namespace) -> int:
     target = args.target if args.target is not None else scenario.get("target")
     import shlex
 
-    command = "adacore " + " ".join(shlex.quote(part) for part in sys.argv[1:])
+    command = "adacore " + " ".join(shlex.quote(part) for part in args.argv)
     # a flag on the command line applies to every method, over the scenario's per_method
     flagged = set(_settings(args))
     per_method = {method: {key: value for key, value in own.items() if key not in flagged}
@@ -449,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # for the record of a run
     try:
         return args.handler(args)
     except InputError as error:

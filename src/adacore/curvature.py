@@ -184,6 +184,7 @@ class CurvatureSmoother:
         self.step = 0
         self.second_moment: torch.Tensor | None = None
         self.first_moment: torch.Tensor | None = None
+        self.last_curvature_ratio_: float | None = None
 
     def _forward(self, magnitude: torch.Tensor) -> torch.Tensor:
         if self.average == "rms":
@@ -202,11 +203,9 @@ class CurvatureSmoother:
 
     @staticmethod
     def _decay(beta: float, steps: float) -> float:
-        steps = float(steps)
-        if not (steps >= 0 and math.isfinite(steps)):
-            raise InputError(f"steps: got {steps!r}, expected a finite number >= 0 of "
-                             f"optimizer steps since the previous round")
-        return beta ** steps
+        steps = check_steps(steps)
+        # beta = 0 keeps no memory even after zero steps (0.0 ** 0 would be 1)
+        return 0.0 if beta == 0.0 else beta ** steps
 
     def curvature(self, hessian_diag: torch.Tensor, steps: float = 1) -> torch.Tensor:
         """Fold one round's diagonal into the state and return Hbar_t.
@@ -258,6 +257,21 @@ class CurvatureSmoother:
         self.step = int(state["step"])
         self.second_moment = state["second_moment"]
         self.first_moment = state["first_moment"]
+
+
+def check_steps(steps) -> float:
+    """Optimizer steps since the previous round: a finite real >= 0."""
+    message = (f"steps: got {steps!r}, expected a finite number >= 0 of optimizer steps "
+               f"since the previous round")
+    if isinstance(steps, (bool, str, bytes)):
+        raise InputError(message)
+    try:
+        number = float(steps)
+    except (TypeError, ValueError):
+        raise InputError(message) from None
+    if not (number >= 0 and math.isfinite(number)):
+        raise InputError(message)
+    return number
 
 
 def _median_ratio(used: torch.Tensor, fresh: torch.Tensor) -> float:

@@ -387,10 +387,11 @@ def weighted_loss(losses: torch.Tensor, weights: torch.Tensor
         count = torch.tensor(float(losses.numel()), device=losses.device)
         loss = weighted_sum / count
         return loss, loss.detach(), count
-    count = (weights != 0).sum().to(weighted_sum.dtype)
-    sums = all_sum(torch.stack([weighted_sum.detach(), count.detach()]))
-    loss = weighted_sum * world_size() / sums[1]
-    return loss, sums[0] / sums[1], sums[1]
+    # counted in float64: a low-precision loss dtype would round large counts
+    count = (weights != 0).sum().to(torch.float64)
+    sums = all_sum(torch.stack([weighted_sum.detach().to(torch.float64), count]))
+    loss = weighted_sum * world_size() / sums[1].to(weighted_sum.dtype)
+    return loss, (sums[0] / sums[1]).to(weighted_sum.dtype), sums[1]
 
 
 # ---------------------------------------------------------------- probes

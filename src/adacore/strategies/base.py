@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import abc
 import time
+import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from adacore.coreset import Coreset
+from adacore.curvature import check_steps
 from adacore.selection.budgets import BUDGET_MODES, budget_from_fraction, per_class_budgets
 from adacore.selection.per_class import gradient_error
 from adacore.validation import (InputError, as_labels, as_tensor, check_choice, check_fraction,
@@ -80,7 +82,15 @@ class Strategy(abc.ABC):
         strategies whose state decays in training time (AdaCore's smoothing); ``None``
         counts one step per round. Other strategies ignore it.
         """
-        self.steps_since_last_ = 1.0 if steps is None else float(steps)
+        if steps is None:
+            if self.uses_steps and self.round_ >= 1 and not getattr(self, "_warned_steps", False):
+                self._warned_steps = True
+                warnings.warn(f"steps: {self.name} smooths across rounds in optimizer steps; "
+                              f"without select(..., steps=) each round counts as one step, "
+                              f"so later rounds barely move the state", UserWarning,
+                              stacklevel=2)
+            steps = 1.0
+        self.steps_since_last_ = check_steps(steps)
         if grads is None and "grads" in self.requires:
             raise InputError(f"grads: method {self.name!r} needs per-example vectors, got None")
         vectors = None
@@ -92,7 +102,9 @@ class Strategy(abc.ABC):
         coreset = self._select(vectors, labels, **inputs)
         coreset.round = self.round_
         coreset.method = self.name
-        coreset.metadata["select_seconds"] = time.perf_counter() - start
+        # a diagnostic's own work (AdaCore's CRAIG comparison) is not the method's time
+        coreset.metadata["select_seconds"] = (time.perf_counter() - start
+                                              - coreset.metadata.get("diagnostics_seconds", 0.0))
         if vectors is not None:
             coreset.metadata["gradient_error"] = gradient_error(vectors, coreset)
         return coreset

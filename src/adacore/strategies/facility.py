@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -127,7 +129,9 @@ class AdaCore(Craig):
         curvature of a fresh model however short the memory) or values.
     diagnostics : bool
         Also run CRAIG on the same vectors each round and record the share of AdaCore's
-        picks it shares (``metadata["craig_overlap"]``); costs a second selection.
+        picks it shares (``metadata["craig_overlap"]``); costs a second selection, timed
+        apart (``metadata["diagnostics_seconds"]``, not in ``select_seconds``). CRAIG runs
+        on this machine even when AdaCore runs on a Dask ``client``.
     budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory,
     client, partitions
         As for :class:`Craig`.
@@ -170,6 +174,7 @@ class AdaCore(Craig):
         coreset = super()._select(grads, labels, **inputs)
         coreset.metadata["curvature_ratio_median"] = self.smoother.last_curvature_ratio_
         if self.diagnostics:
+            started = time.perf_counter()
             craig = per_class_facility_location(
                 grads, labels, self.budgets(labels), optimizer=self.optimizer,
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
@@ -177,6 +182,7 @@ class AdaCore(Craig):
                 neighbor_search=self.neighbor_search, max_memory=self.max_memory)
             shared = np.intersect1d(coreset.indices, craig.indices).size
             coreset.metadata["craig_overlap"] = shared / max(len(coreset), 1)
+            coreset.metadata["diagnostics_seconds"] = time.perf_counter() - started
         return coreset
 
     def state_dict(self) -> dict:
