@@ -14,7 +14,7 @@ from adacore.data import load_dataset
 from adacore.experiments.report import write_report
 from adacore.strategies import available_strategies
 from adacore.training import TrainConfig, Trainer
-from adacore.training.trainer import same_settings
+from adacore.training.trainer import describe_differences, settings_differences
 from adacore.validation import (InputError, check_choice, check_fraction, check_int,
                                 check_string, fail)
 
@@ -177,9 +177,11 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
             finished = folder / "run.json"
             if resume and finished.exists():
                 record = json.loads(finished.read_text())
-                if not same_settings(record.get("config", {}), config):
+                differences = settings_differences(record.get("config", {}), config)
+                if differences:
                     raise InputError(f"--resume: the finished run in {str(folder)!r} used other "
-                                     f"settings; use another --out or the same settings")
+                                     f"settings ({describe_differences(differences)}); use "
+                                     f"another --out or the same settings")
                 runs.append(record)
                 if talk:
                     print(f"run {len(runs)} of {total}: {method} seed {seed}, finished "

@@ -168,9 +168,44 @@ class TrainConfig:
 
 def same_settings(stored: dict, config: TrainConfig) -> bool:
     """Whether a saved run used ``config``; fields added since it was saved count as their
-    defaults, so a newer adacore still resumes an older run."""
-    defaults = dataclasses.asdict(TrainConfig())
-    return {**defaults, **stored} == dataclasses.asdict(config)
+    defaults, so a newer adacore still resumes an older run. NaN equals NaN."""
+    return not settings_differences(stored, config)
+
+
+def settings_differences(stored: dict, config: TrainConfig) -> list[str]:
+    """The settings in which a saved run differs from ``config``, one line each:
+    ``"lr: stored 0.1, given 0.05"`` (in field order; see :func:`same_settings`)."""
+    saved = {**dataclasses.asdict(TrainConfig()), **stored}
+    given = dataclasses.asdict(config)
+    names = list(given) + [name for name in saved if name not in given]
+    missing = object()
+    lines = []
+    for name in names:
+        old, new = saved.get(name, missing), given.get(name, missing)
+        if not _same_value(old, new):
+            lines.append(f"{name}: stored {'nothing' if old is missing else repr(old)}, "
+                         f"given {'nothing' if new is missing else repr(new)}")
+    return lines
+
+
+def describe_differences(lines: list[str], shown: int = 3) -> str:
+    """The first ``shown`` of :func:`settings_differences`, for an error message."""
+    text = "; ".join(lines[:shown])
+    return text + (f"; and {len(lines) - shown} more" if len(lines) > shown else "")
+
+
+def _same_value(a, b) -> bool:
+    """``a == b``, except that NaN equals NaN, also inside dicts and lists."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    try:
+        return bool(a == b)
+    except Exception:     # an array-like stored value: no single truth value
+        return False
 
 
 @torch.no_grad()
@@ -286,9 +321,11 @@ class Trainer:
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
         if resume and checkpoint_path.exists():
             state = load_checkpoint(checkpoint_path)
-            if not same_settings(state["config"], self.config):
+            differences = settings_differences(state["config"], self.config)
+            if differences:
                 raise InputError(f"--resume: the checkpoint in {str(self.out)!r} was written "
-                                 f"with other settings; use another --out or the same flags")
+                                 f"with other settings ({describe_differences(differences)}); "
+                                 f"use another --out or the same flags")
             epoch = int(state["loader"]["epoch"])
             history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= epoch]
             rewrite_jsonl(metrics_path, history)
