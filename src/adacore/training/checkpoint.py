@@ -44,6 +44,37 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+# what Trainer saves after every epoch, and the type each entry must have
+RUN_CHECKPOINT_KEYS = {"config": dict, "model": dict, "optimizer": dict, "scheduler": dict,
+                       "loader": dict, "torch_rng": torch.Tensor, "augment_rng": torch.Tensor,
+                       "totals": dict}
+
+
+def check_run_checkpoint(state: dict, path: Path, *, epochs: int | None = None) -> dict:
+    """A run's checkpoint as :class:`~adacore.training.Trainer` writes it, or one
+    :class:`InputError` naming the file and what is wrong: a missing entry, an entry of
+    the wrong type, or a loader epoch outside [0, ``epochs``] (no upper bound if None)."""
+    where = f"--resume: the checkpoint {str(path)!r}"
+    missing = sorted(set(RUN_CHECKPOINT_KEYS) - set(state))
+    if missing:
+        raise InputError(f"{where} lacks {', '.join(map(repr, missing))}; expected the "
+                         f"entries {', '.join(sorted(RUN_CHECKPOINT_KEYS))} as a run saves them")
+    for key, kind in RUN_CHECKPOINT_KEYS.items():
+        if not isinstance(state[key], kind):
+            raise InputError(f"{where} holds a {type(state[key]).__name__} as {key!r}, "
+                             f"expected a {kind.__name__}")
+    epoch = state["loader"].get("epoch")
+    expected = "an int >= 0" if epochs is None else f"an int in [0, {epochs}]"
+    if (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0
+            or (epochs is not None and epoch > epochs)):
+        raise InputError(f"{where} claims epoch {epoch!r}, expected {expected}")
+    totals = state["totals"]
+    if not all(isinstance(totals.get(key), (int, float)) for key in ("examples", "wall")):
+        raise InputError(f"{where} holds totals {totals!r}, expected the numbers "
+                         f"'examples' and 'wall'")
+    return state
+
+
 def append_jsonl(path: Path, row: dict) -> None:
     """Append one JSON line and make it durable."""
     with open(path, "a", encoding="utf-8") as stream:

@@ -23,8 +23,8 @@ from adacore.models import build_model
 from adacore.selection.budgets import BUDGET_MODES
 from adacore.selection.memory import parse_memory
 from adacore.strategies import STRATEGIES, get_strategy
-from adacore.training.checkpoint import (append_jsonl, load_checkpoint, read_jsonl,
-                                         rewrite_jsonl, save_checkpoint)
+from adacore.training.checkpoint import (append_jsonl, check_run_checkpoint, load_checkpoint,
+                                         read_jsonl, rewrite_jsonl, save_checkpoint)
 from adacore.training.loader import CoresetLoader
 from adacore.training.lock import FolderLock
 from adacore.training.schedules import SCHEDULES, build_optimizer, build_scheduler
@@ -320,14 +320,21 @@ class Trainer:
             remove_stale_temporaries(self.out, name)
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
         if resume and checkpoint_path.exists():
-            state = load_checkpoint(checkpoint_path)
+            state = check_run_checkpoint(load_checkpoint(checkpoint_path), checkpoint_path)
             differences = settings_differences(state["config"], self.config)
             if differences:
                 raise InputError(f"--resume: the checkpoint in {str(self.out)!r} was written "
                                  f"with other settings ({describe_differences(differences)}); "
                                  f"use another --out or the same flags")
-            epoch = int(state["loader"]["epoch"])
-            history = [row for row in read_jsonl(metrics_path) if row["epoch"] <= epoch]
+            # every check before the log is touched: a damaged checkpoint keeps its metrics
+            check_run_checkpoint(state, checkpoint_path, epochs=self.config.epochs)
+            epoch = state["loader"]["epoch"]
+            rows = read_jsonl(metrics_path)
+            for number, row in enumerate(rows, start=1):
+                if isinstance(row.get("epoch"), bool) or not isinstance(row.get("epoch"), int):
+                    raise InputError(f"{str(metrics_path)!r}: row {number} has epoch "
+                                     f"{row.get('epoch')!r}, expected an int")
+            history = [row for row in rows if row["epoch"] <= epoch]
             rewrite_jsonl(metrics_path, history)
             return state, history
         if not resume and (metrics_path.exists() or checkpoint_path.exists()):
