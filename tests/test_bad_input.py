@@ -263,3 +263,43 @@ def test_compare_refuses_a_bad_target_before_training(tmp_path):
             compare({"dataset": "digits", "epochs": 1}, ["random"], [0], tmp_path / "c",
                     target=target, quiet=True)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_second_compare_on_the_same_folder_is_refused(tmp_path):
+    from adacore.experiments.runner import compare
+    from adacore.training.lock import FolderLock
+    settings = {"dataset": "digits", "fraction": 0.1, "epochs": 1, "batch_size": 32}
+    with FolderLock(tmp_path / "c"):             # as a first compare holds it
+        with pytest.raises(InputError, match="'.*c' is in use by another adacore process"):
+            compare(settings, ["random"], [0], tmp_path / "c", quiet=True)
+    assert not (tmp_path / "c" / "random").exists()
+    # released: the comparison runs, its runs' own locks (one folder down) do not clash
+    compare(settings, ["random"], [0], tmp_path / "c", quiet=True)
+    assert (tmp_path / "c" / "results.json").exists()
+    with FolderLock(tmp_path / "c"):             # and the comparison let it go again
+        pass
+
+
+def test_two_compare_processes_one_is_refused(tmp_path):
+    import signal
+    import time
+    args = ["compare", "--dataset", "digits", "--methods", "random", "--seeds", "0",
+            "--fraction", "0.1", "--epochs", "5000", "--batch-size", "32", "--quiet",
+            "--out", "c"]
+    first = subprocess.Popen([sys.executable, "-m", "adacore.cli", *args], cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        # the first is training once its run has logged an epoch
+        metrics = tmp_path / "c" / "random" / "seed_0" / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and metrics.stat().st_size) and time.monotonic() < deadline:
+            assert first.poll() is None, first.stderr.read()
+            time.sleep(0.05)
+        second = run_cli(tmp_path, *args)
+        assert first.poll() is None              # the first still holds the folder
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "is in use by another adacore process" in lines[0], lines
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -14,6 +15,7 @@ from adacore.data import load_dataset
 from adacore.experiments.report import write_report
 from adacore.strategies import available_strategies
 from adacore.training import TrainConfig, Trainer
+from adacore.training.lock import FolderLock
 from adacore.training.trainer import describe_differences, settings_differences
 from adacore.validation import (InputError, check_choice, check_fraction, check_int,
                                 check_string, fail)
@@ -164,6 +166,37 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                                             "method": method, "seed": seed})
                for seed in seeds for method in methods}
     out = Path(out)
+    with _comparison_lock(out):
+        return _run_comparison(configs, methods, seeds, out, target=target, resume=resume,
+                               quiet=quiet, command=command)
+
+
+@contextlib.contextmanager
+def _comparison_lock(out: Path):
+    """Hold ``out/.lock`` for the whole comparison (rank 0 under torchrun), so a second
+    ``compare`` on the same folder is refused instead of both writing results.json. Each
+    run locks its own folder ``out/METHOD/seed_S``, a different file: no self-deadlock."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    lock = FolderLock(out)
+    try:
+        lock.__enter__()
+    except InputError:
+        holder = lock.path.read_text(errors="replace").strip() if lock.path.exists() else ""
+        raise InputError(f"--out: {str(out)!r} is in use by another adacore process"
+                         f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it or "
+                         f"choose another folder") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_comparison(configs: dict, methods: list[str], seeds: list[int], out: Path, *,
+                    target, resume: bool, quiet: bool, command) -> dict:
+    """The runs of :func:`compare` (``configs``: checked, by (method, seed)), then the
+    report; runs under the comparison's lock."""
     runs = []
     total = len(seeds) * len(methods)
     # progress on stderr (rank 0): "run i of N" before each run, a rough estimate after
