@@ -415,3 +415,35 @@ def test_a_batch_larger_than_the_coreset_warns_once():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         list(loader.epoch(model))     # said once, not every epoch
+
+
+def test_compare_refuses_repeats_shared_data_settings_and_bad_option_tables(tmp_path):
+    from adacore.experiments.runner import check_per_method, compare
+    from adacore.validation import InputError
+
+    shared = {"dataset": "digits", "model": "linear", "fraction": 0.1, "epochs": 1,
+              "device": "cpu"}
+    with pytest.raises(InputError, match="methods: random given more than once"):
+        compare(shared, ["random", "random"], [0], tmp_path, quiet=True)
+    with pytest.raises(InputError, match="seeds: 0 given more than once"):
+        compare(shared, ["random"], [0, 0], tmp_path, quiet=True)
+    with pytest.raises(InputError, match="shared"):
+        check_per_method({"craig": {"imbalance_ratio": 10.0}})
+    with pytest.raises(InputError, match="strategy_options"):
+        check_per_method({"craig": {"strategy_options": "x"}})
+    assert not any(tmp_path.iterdir())
+
+
+def test_runs_of_adacore_before_0_2_do_not_resume_as_todays():
+    """A run saved before the smoothing and the weighting changed lacks
+    curvature_average; it must not pass for a run of today's defaults."""
+    import dataclasses
+
+    from adacore.training.trainer import same_settings, settings_differences
+
+    today = TrainConfig(method="craig", dataset="digits")
+    old = dataclasses.asdict(today)
+    del old["curvature_average"]
+    assert not same_settings(old, today)
+    assert any("adacore < 0.2" in line for line in settings_differences(old, today))
+    assert same_settings(dataclasses.asdict(today), today)

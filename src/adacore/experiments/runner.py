@@ -97,7 +97,9 @@ def check_per_method(per_method, where: str = "per_method") -> dict:
     if not isinstance(per_method, dict):
         raise InputError(f"{where}: expected a table of method -> settings, got "
                          f"{type(per_method).__name__}")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"method", "seed"}
+    # the data is loaded once per seed for every method, so data settings are shared
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {
+        "method", "seed", "dataset", "data_root", "imbalance_ratio"}
     for method, overrides in per_method.items():
         check_choice(f"{where}: method", method, available_strategies())
         if not isinstance(overrides, dict):
@@ -105,8 +107,12 @@ def check_per_method(per_method, where: str = "per_method") -> dict:
                              f"{type(overrides).__name__}")
         unknown = sorted(set(overrides) - fields)
         if unknown:
-            raise InputError(f"{where}.{method}: unknown keys {unknown}; expected some of "
-                             f"{sorted(fields)}")
+            raise InputError(f"{where}.{method}: unknown or shared keys {unknown}; expected "
+                             f"some of {sorted(fields)} (the data settings are shared by "
+                             f"every method)")
+        if not isinstance(overrides.get("strategy_options", {}), dict):
+            raise InputError(f"{where}.{method}.strategy_options: expected a table of "
+                             f"options, got {type(overrides['strategy_options']).__name__}")
     return per_method
 
 
@@ -158,7 +164,14 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
         raise InputError("seeds: expected at least one seed")
     for method in methods:
         check_choice("method", method, available_strategies())
+    for name, values in (("methods", methods), ("seeds", seeds)):
+        repeated = sorted({str(v) for v in values if list(values).count(v) > 1})
+        if repeated:
+            raise InputError(f"{name}: {', '.join(repeated)} given more than once")
     check_per_method(per_method or {})
+    if not isinstance(settings.get("strategy_options", {}), dict):
+        raise InputError(f"strategy_options: expected a table of options, got "
+                         f"{type(settings['strategy_options']).__name__}")
     if target is not None:
         check_fraction("target", target)
     # every run's settings are checked before the first one trains

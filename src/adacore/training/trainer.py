@@ -126,7 +126,9 @@ class TrainConfig:
         check_choice("method", self.method, STRATEGIES)
         try:
             self.strategy()
-        except TypeError as error:
+        except InputError:
+            raise   # the strategy's own check names the option
+        except (TypeError, ValueError) as error:
             parameters = inspect.signature(STRATEGIES[self.method]).parameters
             if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
                 unknown = []
@@ -166,16 +168,24 @@ class TrainConfig:
         return get_strategy(self.method, **options)
 
 
+# What a run saved before a field existed did instead of the field's default: runs of
+# adacore < 0.2 (no curvature_average) smoothed AdaCore's curvature once per round and
+# trained on sum(w l) / sum(w) per batch, so none of them continues as a run of today
+LEGACY_SETTINGS = {"curvature_average": "rms once per round, ratio-weighted batches "
+                                        "(adacore < 0.2)"}
+
+
 def same_settings(stored: dict, config: TrainConfig) -> bool:
     """Whether a saved run used ``config``; fields added since it was saved count as their
-    defaults, so a newer adacore still resumes an older run. NaN equals NaN."""
+    defaults (or as :data:`LEGACY_SETTINGS` says), so a newer adacore still resumes an
+    older run where nothing it did has changed. NaN equals NaN."""
     return not settings_differences(stored, config)
 
 
 def settings_differences(stored: dict, config: TrainConfig) -> list[str]:
     """The settings in which a saved run differs from ``config``, one line each:
     ``"lr: stored 0.1, given 0.05"`` (in field order; see :func:`same_settings`)."""
-    saved = {**dataclasses.asdict(TrainConfig()), **stored}
+    saved = {**dataclasses.asdict(TrainConfig()), **LEGACY_SETTINGS, **stored}
     given = dataclasses.asdict(config)
     names = list(given) + [name for name in saved if name not in given]
     missing = object()
