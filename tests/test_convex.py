@@ -535,7 +535,8 @@ def test_speed_report_reports_times_and_ratio():
 # -- bad input --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("call,match", [
-    (lambda X, y: select_coreset(X, y + 1, fraction=0.1), "y: the logistic loss is binary"),
+    (lambda X, y: select_coreset(X, y + 3 * (np.arange(y.size) % 2), fraction=0.1),
+     "y: the logistic loss is binary"),   # four labels (two are mapped to -1/+1)
     (lambda X, y: select_coreset(X, y, fraction=0.1, alpha=-1.0), "alpha"),
     (lambda X, y: select_coreset(np.where(X > 1.5, np.nan, X), y, fraction=0.1), "X: .* NaN"),
     (lambda X, y: select_coreset(X, np.ones_like(y), fraction=0.1), "class -1 is empty"),
@@ -592,3 +593,22 @@ def test_cli_compare_task_convex(tmp_path):
                               "--out", str(tmp_path / "x")], capture_output=True, text=True,
                              timeout=300)
     assert missing.returncode == 2 and "--config" in missing.stderr
+
+
+@pytest.mark.parametrize("labels", [("no", "yes"), (0, 1), (3.5, 7.0)])
+def test_select_coreset_takes_any_two_labels_like_scikit_learn(labels):
+    """Any two labels map to -1/+1 in sorted order (recorded), and select what the
+    -1/+1 labels select."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 4))
+    signs = np.where(rng.random(120) < 0.4, -1.0, 1.0)
+    y = np.where(signs > 0, labels[1], labels[0])
+    if isinstance(labels[0], str):
+        y = y.astype(object)
+    mapped = select_coreset(X, y, fraction=0.1, loss="logistic", alpha=1e-3)
+    reference = select_coreset(X, signs, fraction=0.1, loss="logistic", alpha=1e-3)
+    np.testing.assert_array_equal(mapped.indices, reference.indices)
+    assert mapped.metadata["label_map"] == {str(labels[0]): -1, str(labels[1]): 1}
+    assert "label_map" not in reference.metadata
+    with pytest.raises(InputError, match="y"):
+        select_coreset(X, np.arange(120) % 3, fraction=0.1, loss="logistic")

@@ -99,14 +99,40 @@ from adacore.strategies import AdaCore, Craig, FullData, RandomSubset
 from adacore.validation import (InputError, check_choice, check_fraction, check_int,
                                 check_positive, check_unit_interval, fail)
 
-__all__ = ["DEFAULT_POWERS", "HESSIANS", "METHODS", "POINTS", "Reselection", "class_labels",
-           "convex_vectors", "select_coreset"]
+__all__ = ["DEFAULT_POWERS", "HESSIANS", "METHODS", "POINTS", "Reselection", "binary_labels",
+           "class_labels", "convex_vectors", "select_coreset"]
 
 METHODS = ("adacore", "craig", "random", "full")
 POINTS = ("newton", "initial", "pilot")
 HESSIANS = ("mean_diagonal", "mean", "diagonal", "exact")
 DEFAULT_POWERS = {"mean_diagonal": 0.5, "mean": 0.5, "diagonal": 1.0, "exact": 1.0}
 _BLOCK_ROWS = 8192
+
+
+def binary_labels(y) -> tuple[np.ndarray | object, dict | None]:
+    """Any two labels as -1 / +1, as scikit-learn's classifiers take them: the smaller
+    (in sorted order) becomes -1, the larger +1; labels already in {-1, +1} stay.
+
+    Returns the mapped labels and ``{str(label): -1 or +1}`` (None when nothing was
+    mapped); input that is not a 1-D array of exactly two distinct labels is returned
+    as it is, for the loss's own check to refuse with its message.
+    """
+    try:
+        labels = np.asarray(y)
+    except (TypeError, ValueError):
+        return y, None
+    if labels.ndim != 1 or labels.size == 0 or labels.dtype.kind not in "biufUSO":
+        return y, None
+    try:
+        found = np.unique(labels)
+    except TypeError:          # objects that do not sort
+        return y, None
+    if found.size != 2:
+        return y, None
+    if labels.dtype.kind in "biuf" and set(found.tolist()) == {-1, 1}:
+        return y, None
+    mapped = np.where(labels == found[1], 1.0, -1.0)
+    return mapped, {str(found[0]): -1, str(found[1]): 1}
 
 
 def class_labels(loss: ConvexLoss, y: np.ndarray) -> np.ndarray:
@@ -327,7 +353,9 @@ def select_coreset(X, y, *, fraction: float, loss: str | ConvexLoss = "logistic"
     X : array or sparse matrix, shape (n, d)
         Finite features (NaN or inf: InputError).
     y : array, shape (n,)
-        {-1, +1} for 'logistic' and 'squared_hinge' (both classes present), reals for
+        For 'logistic' and 'squared_hinge' any two labels (0/1, strings, ...), mapped
+        to -1 / +1 in sorted order (the smaller is -1) and recorded in
+        ``metadata["label_map"]``, as scikit-learn's classifiers take them; reals for
         'ridge' and 'lasso'.
     fraction : float
         Share of the examples to select, in (0, 1]: k = round(fraction * n).
@@ -395,6 +423,9 @@ def select_coreset(X, y, *, fraction: float, loss: str | ConvexLoss = "logistic"
                                      pilot_epochs, newton_steps)
     loss = get_loss(loss, alpha=alpha, fit_intercept=fit_intercept)
     X = as_features(X)
+    label_map = None
+    if loss.binary:
+        y, label_map = binary_labels(y)
     y = loss.check_labels(y, X.shape[0])
     w = np.zeros(loss.n_params(X.shape[1])) if w is None else loss.check_weights(w, X.shape[1])
     labels = class_labels(loss, y)
@@ -422,6 +453,8 @@ def select_coreset(X, y, *, fraction: float, loss: str | ConvexLoss = "logistic"
             coreset.metadata["misclassified_share"] = _misclassified_share(loss, X, y, w,
                                                                            coreset)
     coreset.method = method
+    if label_map is not None:
+        coreset.metadata["label_map"] = label_map
     coreset.metadata.update({"select_seconds": time.perf_counter() - start, "at": at,
                              "newton": newton, "loss": loss.name, "alpha": loss.alpha,
                              "w": w})
