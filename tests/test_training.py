@@ -447,3 +447,28 @@ def test_runs_of_adacore_before_0_2_do_not_resume_as_todays():
     assert not same_settings(old, today)
     assert any("adacore < 0.2" in line for line in settings_differences(old, today))
     assert same_settings(dataclasses.asdict(today), today)
+
+
+def test_resume_refuses_a_checkpoint_whose_contents_do_not_fit_and_a_damaged_run_json(
+        tmp_path):
+    from adacore.experiments.runner import compare
+    from adacore.training.checkpoint import load_checkpoint, save_checkpoint
+    from adacore.validation import InputError
+
+    settings = dict(dataset="digits", model="mlp", method="random", fraction=0.1, epochs=2,
+                    batch_size=16, device="cpu")
+    out = tmp_path / "run"
+    Trainer(TrainConfig(**settings), out, quiet=True).run()
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["model"] = {name: torch.zeros(3) for name in state["model"]}   # wrong shapes
+    save_checkpoint(state, out / "checkpoint.pt")
+    metrics = (out / "metrics.jsonl").read_text()
+    with pytest.raises(InputError, match="does not fit this run"):
+        Trainer(TrainConfig(**settings), out, quiet=True).run(resume=True)
+    assert (out / "metrics.jsonl").read_text() == metrics
+
+    shared = {key: value for key, value in settings.items() if key != "method"}
+    compare(shared, ["random"], [0], tmp_path / "cmp", quiet=True)
+    (tmp_path / "cmp" / "random" / "seed_0" / "run.json").write_text("[1, 2")
+    with pytest.raises(InputError, match="not a readable run record"):
+        compare(shared, ["random"], [0], tmp_path / "cmp", quiet=True, resume=True)

@@ -184,6 +184,21 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                                quiet=quiet, command=command)
 
 
+def _read_finished(path: Path) -> dict:
+    """A finished run's run.json, or one InputError naming the file and what is wrong
+    (the report validates the rest of the record before writing anything)."""
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise InputError(f"--resume: {str(path)!r} is not a readable run record "
+                         f"({error.__class__.__name__}); delete it to train that run "
+                         f"again") from None
+    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+        raise InputError(f"--resume: {str(path)!r} is not a run record (expected an object "
+                         f"with a 'config' table); delete it to train that run again")
+    return record
+
+
 @contextlib.contextmanager
 def _comparison_lock(out: Path):
     """Hold ``out/.lock`` for the whole comparison (rank 0 under torchrun), so a second
@@ -222,8 +237,8 @@ def _run_comparison(configs: dict, methods: list[str], seeds: list[int], out: Pa
             folder = out / method / f"seed_{seed}"
             finished = folder / "run.json"
             if resume and finished.exists():
-                record = json.loads(finished.read_text())
-                differences = settings_differences(record.get("config", {}), config)
+                record = _read_finished(finished)
+                differences = settings_differences(record["config"], config)
                 if differences:
                     raise InputError(f"--resume: the finished run in {str(folder)!r} used other "
                                      f"settings ({describe_differences(differences)}); use "

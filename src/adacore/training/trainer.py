@@ -362,13 +362,22 @@ class Trainer:
         state, history = ddp.on_rank0(lambda: self._open_folder(resume))
         totals = {"examples": 0, "wall": 0.0}
         if state is not None:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            loader.load_state_dict(state["loader"])
-            torch.set_rng_state(state["torch_rng"])
-            self.augment_generator.set_state(state["augment_rng"])
-            totals = dict(state["totals"])
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                loader.load_state_dict(state["loader"])
+                torch.set_rng_state(state["torch_rng"])
+                self.augment_generator.set_state(state["augment_rng"])
+                totals = dict(state["totals"])
+            except InputError:
+                raise
+            except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+                # entries of the right types whose contents do not fit this run
+                first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise InputError(f"--resume: the checkpoint in {str(self.out)!r} does not fit "
+                                 f"this run ({error.__class__.__name__}: {first[:200]}); "
+                                 f"use another --out") from None
         # trained through the DDP wrapper (the model itself in one process); probed,
         # evaluated and saved as the plain model
         trained = ddp.wrap_model(model, device)
