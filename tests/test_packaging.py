@@ -94,19 +94,12 @@ def test_an_unknown_name_lists_the_shipped_ones(name, tmp_path, monkeypatch):
         assert path.stem in message
 
 
-def test_compare_takes_a_bare_scenario_name(tmp_path, monkeypatch, capsys):
+def test_compare_takes_a_bare_scenario_name(tmp_path, monkeypatch, capsys,
+                                            recorded_compare):
     from adacore import cli
 
-    seen = {}
-
-    def fake_compare(settings, methods, seeds, out, **kwargs):
-        seen.update(settings=settings, methods=methods, seeds=seeds)
-        report = tmp_path / "r.md"
-        report.write_text("table")
-        return {"results_md": report}
-
+    seen = recorded_compare
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("adacore.experiments.runner.compare", fake_compare)
     assert cli.main(["compare", "--config", "mnist_1pct", "--out", str(tmp_path / "o")]) == 0
     scenario = read_scenario(ROOT / "experiments/mnist_1pct.toml")
     assert seen["methods"] == scenario["methods"] and seen["seeds"] == scenario["seeds"]

@@ -288,21 +288,13 @@ def test_schedules_follow_their_formulas():
         lrs(schedule="linear", epochs=3)
 
 
-def test_compare_flags_override_the_scenario(tmp_path, monkeypatch):
+def test_compare_flags_override_the_scenario(tmp_path, recorded_compare):
     from adacore import cli
 
     scenario = tmp_path / "s.toml"
     scenario.write_text('methods = ["random"]\nseeds = [4]\ndataset = "digits"\n'
                         'fraction = 0.1\nepochs = 5\nlr = 0.05\n')
-    seen = {}
-
-    def fake_compare(settings, methods, seeds, out, **kwargs):
-        seen.update(settings=settings, methods=methods, seeds=seeds)
-        report = tmp_path / "r.md"
-        report.write_text("table")
-        return {"results_md": report}
-
-    monkeypatch.setattr("adacore.experiments.runner.compare", fake_compare)
+    seen = recorded_compare
     assert cli.main(["compare", "--config", str(scenario), "--epochs", "2", "--seeds", "1,2",
                      "--out", str(tmp_path / "o")]) == 0
     assert seen["methods"] == ["random"] and seen["seeds"] == [1, 2]
