@@ -57,8 +57,11 @@ RUN_FLAGS = ["--dataset", "digits", "--model", "mlp", "--fraction", "0.1",
 # the method of a trial: AdaCore twice as often as each of the other selecting methods
 METHODS = ("adacore", "adacore", "craig", "gradmatch")
 # fields that measure time and so differ between any two runs
+# the report's wall-clock figures (time to full accuracy, accuracy at equal wall-clock
+# time, the share of time selecting) are made of timings as a whole
 TIMING_KEYS = frozenset({"select_seconds", "train_seconds", "eval_seconds", "wall_seconds",
-                         "total_seconds"})
+                         "total_seconds", "time_to_full_accuracy",
+                         "accuracy_at_equal_wall_clock", "selection_share"})
 CHECKPOINT_TIMING_KEYS = TIMING_KEYS | {"wall"}   # the checkpoint's totals["wall"]
 CHECKPOINT_KEYS = {"config", "model", "optimizer", "scheduler", "loader", "torch_rng",
                    "augment_rng", "totals"}

@@ -2,8 +2,9 @@
 
 :func:`accuracy_figure` draws test accuracy against the epoch, the training examples
 processed or the wall-clock seconds (mean over seeds, ±1 std band, one line per
-method); :func:`gradient_error_figure` the relative gradient error of each selection
-round. Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global
+method); :func:`time_to_accuracy_figure` test accuracy against wall-clock seconds with
+the time-to-accuracy threshold and the equal wall-clock budget drawn in;
+:func:`gradient_error_figure` the relative gradient error of each selection round. Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global
 backend or figure registry); :func:`plot_curves` and :func:`plot_gradient_error` write
 them as PNG files, atomically.
 """
@@ -22,10 +23,13 @@ from matplotlib.ticker import MaxNLocator
 
 from adacore.experiments.results_io import output_dir, write_bytes_atomic
 from adacore.experiments.run_records import check_number, check_runs, group_by_method
+from adacore.experiments.summary import (DEFAULT_FULL_MARGIN, accuracy_at_equal_wall_clock,
+                                         margin_words, time_to_full_accuracy)
 from adacore.validation import InputError, check_choice
 
-__all__ = ["GRADIENT_ERROR_FILE", "accuracy_figure", "curve_figures", "gradient_error_figure",
-           "plot_curves", "plot_gradient_error", "save_figure"]
+__all__ = ["GRADIENT_ERROR_FILE", "TIME_TO_ACCURACY_FILE", "accuracy_figure", "curve_figures",
+           "gradient_error_figure", "plot_curves", "plot_gradient_error", "save_figure",
+           "time_to_accuracy_figure"]
 
 # x-axis views of the accuracy curves: history key (None: the epoch), label, file, log x.
 _VIEWS = {
@@ -36,6 +40,7 @@ _VIEWS = {
                 "accuracy_vs_seconds.png", True),
 }
 GRADIENT_ERROR_FILE = "gradient_error.png"
+TIME_TO_ACCURACY_FILE = "time_to_accuracy.png"
 
 
 def _aligned(method: str, group: Sequence[Mapping], entries: Sequence[Sequence[Mapping]],
@@ -111,6 +116,75 @@ def accuracy_figure(runs: Sequence[Mapping], *, x: str = "epoch") -> Figure:
         (line,) = axes.plot(xs, mean, label=f"{method} (n={len(group)})", linewidth=1.5)
         axes.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2,
                           linewidth=0)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def time_to_accuracy_figure(runs: Sequence[Mapping], *, margin: float = DEFAULT_FULL_MARGIN,
+                            reference: str = "full") -> Figure:
+    """Test accuracy against wall-clock seconds, with the threshold and the budget drawn in.
+
+    The curves are those of ``accuracy_figure(runs, x="seconds")`` (test accuracy, mean
+    over seeds with a ±1 std band, against cumulative wall-clock seconds with selection
+    included, log x). On top: a dashed horizontal line at the time-to-accuracy
+    threshold, ``reference``'s final test accuracy minus ``margin`` (see
+    :func:`adacore.experiments.summary.time_to_full_accuracy`), with a marker where each
+    method reached it in every seed (its mean time); a dotted vertical line at the equal
+    wall-clock budget of :func:`adacore.experiments.summary.accuracy_at_equal_wall_clock`.
+    Test accuracy, not validation accuracy, because the threshold is on test accuracy:
+    the figure picks nothing; model choice stays on validation.
+
+    Parameters
+    ----------
+    runs : list of dict
+        Run records (see :func:`accuracy_figure`).
+    margin : float, default 0.01
+        The margin below the reference's final test accuracy, a fraction in (0, 1).
+    reference : str, default "full"
+        The method whose final accuracy sets the threshold; without it among the runs
+        no threshold is drawn and the title says so.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``figure.axes[0].lines``: one curve per method in order of first appearance,
+        then the threshold line (if any), the budget line (if the budget is above 0 s)
+        and one marker per method that reached the threshold.
+    """
+    timing = time_to_full_accuracy(runs, margin=margin, reference=reference)
+    equal = accuracy_at_equal_wall_clock(runs)
+    runs = check_runs(runs, history_keys=("test_accuracy", "wall_seconds"))
+    if timing["threshold"] is None:
+        about = f"no threshold: {reference!r} is not among the methods"
+    else:
+        about = (f"dashed: {reference}'s final − {margin_words(margin)}; dots: mean time "
+                 f"to reach it")
+    figure, axes = _new_axes(
+        f"Test accuracy vs wall-clock time, selection included\n{runs[0]['dataset']}, "
+        f"{runs[0]['model']}; mean ± 1 std over seeds\n{about}",
+        _VIEWS["seconds"][1], "test accuracy (%)", True)
+    colors = {}
+    for method, group in group_by_method(runs).items():
+        _, values = _aligned(method, group, [run["history"] for run in group],
+                             ["test_accuracy", "wall_seconds"])
+        mean, std = _band(100 * values["test_accuracy"])
+        xs = values["wall_seconds"].mean(axis=0)
+        (line,) = axes.plot(xs, mean, label=f"{method} (n={len(group)})", linewidth=1.5)
+        axes.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2,
+                          linewidth=0)
+        colors[method] = line.get_color()
+    if timing["threshold"] is not None:
+        axes.axhline(100 * timing["threshold"], color="black", linestyle="--", linewidth=1,
+                     label=f"{100 * timing['threshold']:.1f}% ({reference} − "
+                           f"{margin_words(margin)})")
+    budget = equal["budget_seconds"]
+    if budget > 0:  # a log axis has no 0
+        axes.axvline(budget, color="grey", linestyle=":", linewidth=1,
+                     label=f"budget {budget:.3g} s ({equal['budget_method']}'s total)")
+    for method, entry in timing["methods"].items():
+        if entry["seconds"] is not None and entry["seconds"] > 0:
+            axes.plot([entry["seconds"]], [100 * timing["threshold"]], marker="o",
+                      markersize=6, linestyle="none", color=colors[method])
     axes.legend(fontsize=8)
     return figure
 

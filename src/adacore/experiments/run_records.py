@@ -24,8 +24,8 @@ from typing import Any
 
 from adacore.validation import InputError, check_fraction, fail
 
-__all__ = ["ACCURACY_KEYS", "SECONDS_KEYS", "check_number", "check_runs", "check_target",
-           "check_text", "group_by_method"]
+__all__ = ["ACCURACY_KEYS", "SECONDS_KEYS", "check_margin", "check_number", "check_runs",
+           "check_target", "check_text", "group_by_method"]
 
 ACCURACY_KEYS = ("final_test_accuracy", "test_accuracy_at_best_val", "fraction_visited")
 SECONDS_KEYS = ("select_seconds", "train_seconds", "eval_seconds")
@@ -175,6 +175,17 @@ def check_target(target: Any) -> float:
         raise fail("target", target, "a validation accuracy as a fraction in (0, 1] "
                                      "(e.g. 0.94 for 94%)")
     return check_fraction("target", target)
+
+
+def check_margin(margin: Any, name: str = "margin") -> float:
+    """A margin of accuracy below full data's, as a fraction in (0, 1) (0.01: 1 point)."""
+    expected = "a fraction in (0, 1) (e.g. 0.01 for 1 percentage point)"
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
+        raise fail(name, margin, expected)
+    value = float(margin)
+    if not 0.0 < value < 1.0:      # NaN fails this too
+        raise fail(name, margin, expected)
+    return value
 
 
 def group_by_method(runs: Sequence[Mapping]) -> dict[str, list[Mapping]]:

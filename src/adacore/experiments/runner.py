@@ -13,6 +13,8 @@ from pathlib import Path
 
 from adacore.data import load_dataset
 from adacore.experiments.report import write_report
+from adacore.experiments.run_records import check_margin
+from adacore.experiments.summary import DEFAULT_FULL_MARGIN
 from adacore.strategies import available_strategies
 from adacore.training import TrainConfig, Trainer
 from adacore.training.lock import FolderLock
@@ -26,7 +28,10 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     tomllib = None
 
 # keys a scenario file may hold besides the TrainConfig fields
-COMPARE_KEYS = {"methods", "seeds", "target", "name", "description", "per_method"}
+# (full_margin: how far below full data's final test accuracy the report's time to
+# accuracy is measured, a fraction in (0, 1); 0.01 when absent)
+COMPARE_KEYS = {"methods", "seeds", "target", "full_margin", "name", "description",
+                "per_method"}
 
 
 def shipped_scenarios() -> dict:
@@ -66,7 +71,10 @@ def read_toml(path: str | Path) -> dict:
 
 
 def read_scenario(path: str | Path) -> dict:
-    """A TOML scenario: TrainConfig fields plus ``methods``, ``seeds``, ``target``."""
+    """A TOML scenario: TrainConfig fields plus ``methods``, ``seeds``, ``target``,
+    ``full_margin`` (a fraction in (0, 1): the report's time to within that much of full
+    data's final test accuracy; 0.01 when absent), ``name``, ``description`` and
+    ``per_method``."""
     scenario = read_toml(path)
     known = {f.name for f in dataclasses.fields(TrainConfig)} | COMPARE_KEYS
     unknown = sorted(set(scenario) - known)
@@ -85,6 +93,8 @@ def read_scenario(path: str | Path) -> dict:
         check_int(f"{where}: seeds", seed, 0, 2**63 - 1)
     if scenario.get("target") is not None:
         check_fraction(f"{where}: target", scenario["target"])
+    if "full_margin" in scenario:
+        check_margin(scenario["full_margin"], f"{where}: full_margin")
     for key in ("name", "description"):
         if key in scenario:
             check_string(f"{where}: {key}", scenario[key])
@@ -146,7 +156,8 @@ def run_one(config: TrainConfig, out: str | Path, *, resume: bool = False,
 
 def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Path, *,
             target: float | None = None, resume: bool = False, quiet: bool = False,
-            command: str | None = None, per_method: dict | None = None) -> dict:
+            command: str | None = None, per_method: dict | None = None,
+            full_margin: float | None = None) -> dict:
     """Every method with every seed on the same settings, then ``results.json/.md`` and plots.
 
     Under ``torchrun`` every rank takes part in each run and rank 0 alone writes the
@@ -157,6 +168,9 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     ``command``: the command line that made the comparison, written into results.md.
     ``per_method``: settings of single methods on top of the shared ones
     (``{"gradmatch": {"strategy_options": {"per_gradient": True}}}``).
+    ``full_margin``: the report's time to within that much of full data's final test
+    accuracy (a fraction in (0, 1); None: 0.01), see
+    :func:`adacore.experiments.summary.time_to_full_accuracy`.
     """
     if not methods:
         raise InputError("methods: expected at least one method")
@@ -174,6 +188,8 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
                          f"{type(settings['strategy_options']).__name__}")
     if target is not None:
         check_fraction("target", target)
+    full_margin = (DEFAULT_FULL_MARGIN if full_margin is None
+                   else check_margin(full_margin, "full_margin"))
     # every run's settings are checked before the first one trains
     configs = {(method, seed): make_config({**method_settings(settings, per_method, method),
                                             "method": method, "seed": seed})
@@ -181,7 +197,7 @@ def compare(settings: dict, methods: list[str], seeds: list[int], out: str | Pat
     out = Path(out)
     with _comparison_lock(out):
         return _run_comparison(configs, methods, seeds, out, target=target, resume=resume,
-                               quiet=quiet, command=command)
+                               quiet=quiet, command=command, full_margin=full_margin)
 
 
 def _read_finished(path: Path) -> dict:
@@ -222,7 +238,8 @@ def _comparison_lock(out: Path):
 
 
 def _run_comparison(configs: dict, methods: list[str], seeds: list[int], out: Path, *,
-                    target, resume: bool, quiet: bool, command) -> dict:
+                    target, resume: bool, quiet: bool, command,
+                    full_margin: float = DEFAULT_FULL_MARGIN) -> dict:
     """The runs of :func:`compare` (``configs``: checked, by (method, seed)), then the
     report; runs under the comparison's lock."""
     runs = []
@@ -274,7 +291,7 @@ def _run_comparison(configs: dict, methods: list[str], seeds: list[int], out: Pa
         # under torchrun every rank ran the comparison (each run's group is closed by
         # now); the report is rank 0's to write
         return {}
-    return write_report(runs, out, target=target, command=command)
+    return write_report(runs, out, target=target, command=command, margin=full_margin)
 
 
 def _rough_duration(seconds: float) -> str:
