@@ -67,6 +67,12 @@ def dense_bytes(n: int, k: int) -> int:
     return 4 * n * n + 8 * n * k + min(32 << 20, 4 * n * n)
 
 
+def pool_bytes(n: int, candidates: int, k: int) -> int:
+    """The pool engine: the (candidates, n) float32 similarity and its transpose, the
+    (k, n) assignment, and the gain kernel's blocks (up to 32 MiB)."""
+    return 8 * candidates * n + 8 * n * k + min(32 << 20, 4 * candidates * n)
+
+
 def sparse_bytes(n: int, d: int, neighbors: int) -> int:
     """The sparse engine: the graph both ways (int64 rows, float32 values), the search's
     distances and rows, a float32 copy of the points, and one search block (up to 128 MiB)."""

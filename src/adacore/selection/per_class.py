@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
 from adacore.coreset import Coreset
-from adacore.selection.facility_location import solve
+from adacore.selection.facility_location import plan_engine, solve
+from adacore.selection.memory import resolve_memory_limit
+from adacore.validation import check_int
 
 
 def class_seed(seed: int, label: int, round_index: int = 0) -> np.random.Generator:
@@ -15,29 +19,71 @@ def class_seed(seed: int, label: int, round_index: int = 0) -> np.random.Generat
                                                          label & 0xFFFFFFFF]))
 
 
+def class_workers(workers: int | None, vectors: torch.Tensor, labels: np.ndarray,
+                  budgets: dict[int, int], *, neighbors, max_memory, pool) -> int:
+    """How many classes to solve at once: ``workers`` (default: torch's threads on CPU,
+    one on an accelerator), at most one per class, and only as many as the largest
+    class's problem fits in ``max_memory`` side by side; the sparse engine (whose
+    neighbour search is itself parallel) runs one class at a time."""
+    if workers is None:
+        workers = torch.get_num_threads() if vectors.device.type == "cpu" else 1
+    workers = check_int("workers", workers, 1)
+    workers = min(workers, max(1, len(budgets)))
+    if workers == 1:
+        return 1
+    sizes = {label: int((labels == label).sum()) for label in budgets}
+    largest = max(sizes, key=sizes.get)
+    plan = plan_engine(sizes[largest], vectors.shape[1], budgets[largest],
+                       neighbors=neighbors, max_memory=max_memory, device=vectors.device,
+                       pool=pool)
+    if plan["engine"] == "sparse":
+        return 1
+    limit = resolve_memory_limit(max_memory, vectors.device)
+    return int(max(1, min(workers, limit // max(1, plan["bytes"]))))
+
+
 def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                                 budgets: dict[int, int], *, optimizer: str = "lazy",
                                 seed: int = 0, epsilon: float = 0.01, round_index: int = 0,
                                 method: str = "facility_location",
                                 neighbors: int | None = None, neighbor_search: str = "auto",
-                                probes: int = 8, max_memory=None) -> Coreset:
+                                probes: int = 8, max_memory=None,
+                                pool: float | None = None,
+                                workers: int | None = None) -> Coreset:
     """One facility-location problem per label; indices refer to the rows of ``vectors``.
 
-    Only one class's problem exists at any time: its dense (n_c, n_c) similarity, or
-    its neighbour graph when ``neighbors`` is given or the dense block would exceed
-    ``max_memory`` (see :func:`adacore.selection.facility_location.facility_location`).
-    Classes are visited in increasing label order and their picks concatenated in that
-    order.
+    Each class's problem is its dense (n_c, n_c) similarity, a (pool k_c, n_c) one with
+    ``pool``, or its neighbour graph when ``neighbors`` is given or the dense block
+    would exceed ``max_memory`` (see
+    :func:`adacore.selection.facility_location.facility_location`). Up to ``workers``
+    classes are solved at once, in threads (:func:`class_workers`: by default one per
+    torch thread on CPU, within ``max_memory``); every class draws from its own
+    generator, so the result does not depend on ``workers``. The picks are concatenated
+    in increasing label order.
     """
-    indices, weights, gains, singletons, engines = [], [], [], 0, {}
-    for label, budget in budgets.items():
+    workers = class_workers(workers, vectors, labels, budgets, neighbors=neighbors,
+                            max_memory=max_memory, pool=pool)
+
+    def one(item):
+        label, budget = item
         members = np.flatnonzero(labels == label)
         rows = torch.from_numpy(members).to(vectors.device)
         order, class_gains, class_weights, info = solve(
             vectors[rows], budget, optimizer=optimizer,
             rng=class_seed(seed, label, round_index), epsilon=epsilon, neighbors=neighbors,
-            neighbor_search=neighbor_search, probes=probes, max_memory=max_memory, seed=seed)
-        indices.append(members[order])
+            neighbor_search=neighbor_search, probes=probes, max_memory=max_memory, seed=seed,
+            pool=pool)
+        return members[order], class_gains, class_weights, info
+
+    items = list(budgets.items())
+    if workers == 1:
+        solved = [one(item) for item in items]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as executor:
+            solved = list(executor.map(one, items))
+    indices, weights, gains, singletons, engines = [], [], [], 0, {}
+    for picks, class_gains, class_weights, info in solved:
+        indices.append(picks)
         weights.append(class_weights)
         gains.append(class_gains)
         singletons += int((class_weights == 1).sum())
@@ -48,7 +94,7 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                    metadata={"optimizer": optimizer, "max_weight_over_mean":
                              float(weights_all.max() / weights_all.mean()),
                              "singleton_clusters": singletons,
-                             "engine": ",".join(sorted(engines))})
+                             "engine": ",".join(sorted(engines)), "workers": workers})
 
 
 def gradient_error(vectors, coreset: Coreset) -> float:

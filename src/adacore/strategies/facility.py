@@ -9,7 +9,7 @@ import torch
 
 from adacore.coreset import Coreset
 from adacore.curvature import CurvatureSmoother
-from adacore.selection.facility_location import OPTIMIZERS
+from adacore.selection.facility_location import OPTIMIZERS, check_pool
 from adacore.selection.memory import parse_memory
 from adacore.selection.neighbors import SEARCHES
 from adacore.selection.per_class import gradient_error, per_class_facility_location
@@ -48,13 +48,20 @@ class Craig(Strategy):
         (:func:`adacore.distributed.greedi`): a client or a scheduler address.
     partitions : int, optional
         GreeDi's partitions per class (default: one per worker).
+    pool : float, optional
+        Choose each class's k_c picks among ceil(pool k_c) candidates drawn by D^2
+        sampling, still covering every example of the class (see
+        :func:`adacore.facility_location`); None: every example is a candidate (the
+        exact greedy over the class).
     """
 
     def __init__(self, fraction: float, *, budget: str = "proportional",
                  optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
                  device=None, neighbors: int | None = None, neighbor_search: str = "auto",
-                 max_memory=None, client=None, partitions: int | None = None):
+                 max_memory=None, client=None, partitions: int | None = None,
+                 pool: float | None = None):
         super().__init__(fraction, budget=budget, seed=seed)
+        self.pool = check_pool(pool)
         self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
         self.epsilon = float(epsilon)
         self.device = device
@@ -64,6 +71,9 @@ class Craig(Strategy):
         if client is None and partitions is not None:
             raise InputError("partitions: GreeDi's partitions need a Dask client or "
                              "scheduler address (client / --scheduler)")
+        if client is not None and pool is not None:
+            raise InputError("pool: GreeDi (client / --scheduler) solves its partitions on "
+                             "every point; pass pool=None with a client")
         self.client = client
         self.partitions = partitions
 
@@ -93,7 +103,8 @@ class Craig(Strategy):
                 vectors, labels, self.budgets(labels), optimizer=self.optimizer,
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
                 method=self.name, neighbors=self.neighbors,
-                neighbor_search=self.neighbor_search, max_memory=self.max_memory)
+                neighbor_search=self.neighbor_search, max_memory=self.max_memory,
+                pool=self.pool)
         if vectors is not grads:
             coreset.metadata["preconditioned_gradient_error"] = gradient_error(vectors, coreset)
         return coreset
@@ -133,7 +144,7 @@ class AdaCore(Craig):
         apart (``metadata["diagnostics_seconds"]``, not in ``select_seconds``). CRAIG runs
         on this machine even when AdaCore runs on a Dask ``client``.
     budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory,
-    client, partitions
+    client, partitions, pool
         As for :class:`Craig`.
     """
 
@@ -145,11 +156,12 @@ class AdaCore(Craig):
                  budget: str = "proportional", optimizer: str = "lazy",
                  epsilon: float = 0.01, seed: int = 0, device=None,
                  neighbors: int | None = None, neighbor_search: str = "auto",
-                 max_memory=None, client=None, partitions: int | None = None):
+                 max_memory=None, client=None, partitions: int | None = None,
+                 pool: float | None = None):
         super().__init__(fraction, budget=budget, optimizer=optimizer, epsilon=epsilon,
                          seed=seed, device=device, neighbors=neighbors,
                          neighbor_search=neighbor_search, max_memory=max_memory,
-                         client=client, partitions=partitions)
+                         client=client, partitions=partitions, pool=pool)
         self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1, average=average)
         if not isinstance(diagnostics, bool):
             raise InputError(f"diagnostics: got {diagnostics!r}, expected true or false")
@@ -179,7 +191,8 @@ class AdaCore(Craig):
                 grads, labels, self.budgets(labels), optimizer=self.optimizer,
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
                 method="craig", neighbors=self.neighbors,
-                neighbor_search=self.neighbor_search, max_memory=self.max_memory)
+                neighbor_search=self.neighbor_search, max_memory=self.max_memory,
+                pool=self.pool)
             shared = np.intersect1d(coreset.indices, craig.indices).size
             coreset.metadata["craig_overlap"] = shared / max(len(coreset), 1)
             coreset.metadata["diagnostics_seconds"] = time.perf_counter() - started
