@@ -50,7 +50,14 @@ def load_array(argument: str, path: str) -> np.ndarray:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from adacore.strategies import get_strategy
+    from adacore.strategies import STRATEGIES, get_strategy
+
+    # a class-level `requires` (GLISTER's depends on its options, and needs no losses)
+    requires = getattr(STRATEGIES.get(args.method), "requires", ())
+    if isinstance(requires, tuple) and "losses" in requires:
+        raise InputError(f"--method: {args.method!r} prunes by each example's training loss "
+                         f"during training, which a file of vectors does not give; use "
+                         f"`adacore run --method {args.method}` or CoresetLoader in your loop")
 
     vectors = load_array("--vectors", args.vectors)
     labels = load_array("--labels", args.labels)

@@ -59,6 +59,10 @@ def select(name: str, X, labels, hessian, fraction: float, **options) -> adacore
 def run_round(strategy, name, X, labels, hessian) -> adacore.Coreset:
     if name == "adacore":
         return strategy.select(X, labels, hessian_diag=hessian)
+    if name == "infobatch":   # prunes by loss: scores drawn per round, some unseen (inf)
+        scores = np.abs(hessian.astype(np.float64)).sum(axis=1)
+        scores[::5] = np.inf
+        return strategy.select(None, labels, losses=scores)
     return strategy.select(X, labels)
 
 
@@ -312,7 +316,7 @@ def through_checkpoint(state: dict) -> dict:
     return torch.load(buffer, weights_only=True)
 
 
-@pytest.mark.parametrize("name", STRATEGY_NAMES)
+@pytest.mark.parametrize("name", (*STRATEGY_NAMES, "infobatch"))
 @RELIABILITY
 @given(problem=problems(), fraction=FRACTIONS, seed=st.integers(0, 2 ** 31 - 1),
        rounds=st.integers(2, 4), data=st.data())
@@ -322,6 +326,8 @@ def test_resumed_strategy_selects_what_an_unbroken_one_would(name, problem, frac
     options = {"fraction": fraction, "seed": seed}
     if name in ("adacore", "craig"):
         options["optimizer"] = "stochastic"
+    if name == "infobatch":   # round 4 of 4 anneals: rounds 1-3 prune
+        options["epochs"] = 4
     hessians = [hessian] + [data.draw(hnp.arrays(np.float32, X.shape, elements=CURVATURE),
                                       label=f"hessian round {r}") for r in range(2, rounds + 1)]
     unbroken = adacore.get_strategy(name, **options)

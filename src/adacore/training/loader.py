@@ -3,8 +3,15 @@
     loader = CoresetLoader(x, y, get_strategy("adacore", fraction=0.01), select_every=5)
     for epoch in range(epochs):
         for xb, yb, wb in loader.epoch(model):
-            loss = (wb * F.cross_entropy(model(xb), yb, reduction="none")).mean()
+            losses = F.cross_entropy(model(xb), yb, reduction="none")
+            loader.record_losses(losses)    # used by loss-driven methods (InfoBatch)
+            loss = (wb * losses).mean()
             optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+``record_losses`` hands the batch's per-example losses back to the loader, which keeps
+each example's latest one as its score; for a strategy that does not prune by loss
+(``"losses"`` not in its ``requires``) it does nothing, so the loop above fits every
+method.
 
 Under torch.distributed (a default process group of W > 1 processes) each rank gets its
 share of every global batch; see :mod:`adacore.distributed.ddp` for the loss that makes
@@ -35,6 +42,9 @@ class CoresetLoader:
     rate keeps its meaning (the loss ``mean(w * l)`` estimates the full-data mean loss).
     Strategies that need per-example vectors get them from :func:`adacore.probe.probe`
     on the model at the start of a selection epoch (last-layer terms, in ``space``).
+    Strategies that prune by training loss (InfoBatch, ``"losses"`` in ``requires``)
+    get ``scores_``, each example's latest loss as reported by :meth:`record_losses`
+    (``+inf`` until it is first trained on); the scores are part of :meth:`state_dict`.
 
     Parameters
     ----------
@@ -76,7 +86,8 @@ class CoresetLoader:
         per-rank shares (:class:`adacore.distributed.ddp.DistributedCoresetSampler`).
         Default: whenever a default group of more than one process is open when the
         loader is built. Every rank must then build the loader with the same arguments
-        and call :meth:`epoch` with the same model.
+        and call :meth:`epoch` with the same model. Refused for strategies that prune by
+        training loss (each rank sees only its share of a batch's losses).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
@@ -125,6 +136,15 @@ class CoresetLoader:
         if self.distributed and not is_distributed():
             raise InputError("distributed: True needs an open torch.distributed default "
                              "process group of more than one process")
+        if self.distributed and "losses" in strategy.requires:
+            raise InputError(f"distributed: method {strategy.name!r} prunes by training "
+                             f"losses, which each rank sees only for its share of a batch; "
+                             f"it is not supported under torch.distributed, train it in "
+                             f"one process")
+        # each example's latest training loss, +inf until first trained on
+        self.scores_ = (torch.full((len(x),), float("inf"))
+                        if "losses" in strategy.requires else None)
+        self._batch_rows: torch.Tensor | None = None
         self.epoch_ = 0
         self.coreset_: Coreset | None = None
         self.visited_ = torch.zeros(len(x), dtype=torch.bool)
@@ -150,7 +170,7 @@ class CoresetLoader:
         # the other ranks None
         run_probe = probe_sharded if self.distributed else probe
         inputs, grads = {}, None
-        if self.strategy.requires:
+        if "grads" in self.strategy.requires:
             wants_diag = "hessian_diag" in self.strategy.requires
             result = run_probe(model, self.x, self.y, space=self.space,
                            hessian="closed_form" if wants_diag else None,
@@ -172,6 +192,8 @@ class CoresetLoader:
                 inputs.update(val_grads=val.grads, val_hessian_diag=val.hessian_diag)
                 if "val_labels" in self.strategy.requires:
                     inputs["val_labels"] = self.val_y.cpu().numpy()
+        if "losses" in self.strategy.requires:
+            inputs["losses"] = self.scores_.cpu()
         fault_point("selection")
 
         if self.strategy.uses_steps:
@@ -203,13 +225,15 @@ class CoresetLoader:
                                     coreset.metadata.get("preconditioned_gradient_error"),
                                 "max_weight_over_mean":
                                     coreset.metadata.get("max_weight_over_mean"),
-                                "singleton_clusters": coreset.metadata.get("singleton_clusters")}
+                                "singleton_clusters": coreset.metadata.get("singleton_clusters"),
+                                "kept_fraction": coreset.metadata.get("kept_fraction")}
         return coreset
 
     def epoch(self, model: torch.nn.Module):
         """Start the next epoch (selecting first when due) and yield its batches."""
         self.epoch_ += 1
         self.last_selection_ = None
+        self._batch_rows = None
         device = self.device or next(model.parameters()).device
         if self.epoch_ <= self.warm_start_epochs:
             indices = torch.arange(len(self.x))
@@ -238,8 +262,37 @@ class CoresetLoader:
             else:
                 inputs = self.transform(self.x[batch.rows].to(device, non_blocking=True))
                 inputs = inputs[batch.share]
+            self._batch_rows = rows
             yield (inputs, self.y[rows].to(device, non_blocking=True),
                    batch.share_weights.to(device, non_blocking=True))
+        self._batch_rows = None
+
+    def record_losses(self, losses: torch.Tensor) -> None:
+        """Report the per-example training losses of the batch just yielded.
+
+        Call it inside the loop over :meth:`epoch`, once per batch, with the batch's
+        unweighted losses (``F.cross_entropy(..., reduction="none")``, shape ``(m,)``
+        for a batch of m examples); each becomes its example's score (detached, float32,
+        kept on the losses' device, so no step waits on a copy). A strategy that does not
+        prune by loss ignores them: then this does nothing at all.
+        """
+        if self.scores_ is None:
+            return
+        rows = self._batch_rows
+        if rows is None:
+            raise InputError("losses: no batch to record them for; call "
+                             "loader.record_losses(losses) inside the loop over "
+                             "loader.epoch(model), after each batch's forward pass")
+        if not isinstance(losses, torch.Tensor):
+            raise InputError(f"losses: got {type(losses).__name__}, expected a tensor of "
+                             f"per-example losses (reduction='none')")
+        if tuple(losses.shape) != (rows.shape[0],):
+            raise InputError(f"losses: got shape {tuple(losses.shape)}, expected "
+                             f"({rows.shape[0]},), one loss per example of the last batch "
+                             f"(reduction='none')")
+        if self.scores_.device != losses.device:
+            self.scores_ = self.scores_.to(losses.device)
+        self.scores_[rows.to(losses.device)] = losses.detach().to(self.scores_.dtype)
 
     def examples_this_epoch(self) -> int:
         """Examples in the current epoch's pass."""
@@ -257,6 +310,7 @@ class CoresetLoader:
                 "visited": self.visited_.clone(), "coreset": coreset,
                 "warm_start_examples": self.warm_start_examples_,
                 "steps_since_selection": self.steps_since_selection_,
+                "scores": None if self.scores_ is None else self.scores_.detach().cpu().clone(),
                 "strategy": self.strategy.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -266,6 +320,15 @@ class CoresetLoader:
         self.warm_start_examples_ = int(state.get("warm_start_examples", 0))
         self.steps_since_selection_ = int(state.get("steps_since_selection", 0))
         self.strategy.load_state_dict(state["strategy"])
+        if self.scores_ is not None:
+            scores = state.get("scores")
+            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(self.x),):
+                held = (f"a tensor of shape {tuple(scores.shape)}"
+                        if isinstance(scores, torch.Tensor) else type(scores).__name__)
+                raise InputError(f"scores: method {self.strategy.name!r} needs the loader "
+                                 f"state's per-example losses, a tensor of shape "
+                                 f"({len(self.x)},); the state holds {held}")
+            self.scores_ = scores.detach().float().clone()
         saved = state["coreset"]
         self.coreset_ = None if saved is None else Coreset(
             indices=saved["indices"].numpy(), weights=saved["weights"].numpy(),

@@ -140,7 +140,8 @@ class CoresetSampler(Sampler):
         Item i is ``(x, y)``, ``y`` an integer class label; any transform it applies
         (augmentation) runs in the DataLoader workers as usual.
     strategy : Strategy
-        Any registered strategy (``adacore.get_strategy``).
+        Any registered strategy (``adacore.get_strategy``) but those that prune by
+        training loss (InfoBatch): they need :class:`~adacore.training.CoresetLoader`.
     select_every : int
         R: reselect at epoch 0 and then at every epoch divisible by R (a strategy with
         a schedule of its own, RS2, overrides it).
@@ -182,6 +183,11 @@ class CoresetSampler(Sampler):
         if not isinstance(strategy, Strategy):
             raise InputError(f"strategy: got {type(strategy).__name__}, expected a Strategy "
                              f"(e.g. adacore.get_strategy('craig', fraction=0.1))")
+        if "losses" in strategy.requires:
+            raise InputError(f"strategy: method {strategy.name!r} prunes by each example's "
+                             f"training loss, which a DataLoader over CoresetSampler does not "
+                             f"hand back (its batches carry no row numbers); use "
+                             f"adacore.training.CoresetLoader and loader.record_losses(losses)")
         self.strategy = strategy
         self.select_every = check_int("select_every", select_every, 1)
         if strategy.reselect_every is not None:
@@ -264,7 +270,7 @@ class CoresetSampler(Sampler):
         inputs: dict = {}
         grads = None
         labels = None
-        if self.strategy.requires:
+        if "grads" in self.strategy.requires:
             wants_diag = "hessian_diag" in self.strategy.requires
             grads, diag, labels = self._probe(model, self.probe_dataset, "dataset",
                                               wants_diag)

@@ -165,6 +165,9 @@ class TrainConfig:
                 options.setdefault("max_memory", self.max_memory)
         if self.method == "glister":
             options.setdefault("eta", self.lr)   # the Taylor step is the training step
+        if self.method == "infobatch":
+            # its annealing counts the epochs it selects for: those after the warm start
+            options.setdefault("epochs", max(1, self.epochs - self.warm_start_epochs))
         return get_strategy(self.method, **options)
 
 
@@ -431,6 +434,8 @@ class Trainer:
                 raise NonFiniteLoss(f"training: the loss became {float(batch_loss)} at epoch "
                                     f"{loader.epoch_}; lower --lr. The last good checkpoint "
                                     f"is kept in {str(self.out)!r}")
+            # each example's latest loss, for methods that prune by it (else a no-op)
+            loader.record_losses(losses)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             fault_point("train_step")
@@ -467,6 +472,7 @@ class Trainer:
                 "overlap_with_previous": selection.get("overlap_with_previous"),
                 "curvature_ratio_median": selection.get("curvature_ratio_median"),
                 "craig_overlap": selection.get("craig_overlap"),
+                "kept_fraction": selection.get("kept_fraction"),
                 "warm_start_examples": loader.warm_start_examples_,
                 "coreset_size": examples, "lr": optimizer.param_groups[0]["lr"]}
 
