@@ -196,6 +196,7 @@ BAD_SETTINGS = [
     ({"warmup_epochs": 40}, "warmup_epochs"), ({"warmup_epochs": -1}, "warmup_epochs"),
     ({"eps": 0}, "eps"), ({"eps": float("inf")}, "eps"),
     ({"beta2": 1.0}, "beta2"), ({"beta2": float("nan")}, "beta2"),
+    ({"pool": 0.5}, "pool"), ({"pool": float("nan")}, "pool"), ({"pool": "8"}, "pool"),
     ({"imbalance_ratio": 0.5}, "imbalance_ratio"),
     ({"imbalance_ratio": float("inf")}, "imbalance_ratio"),
     ({"seed": -1}, "seed"), ({"seed": 2**63}, "seed"), ({"seed": 1.5}, "seed"),

@@ -197,3 +197,25 @@ def test_bench_round_json(monkeypatch, capsys):
         assert row["space"] == "logits" and row["neighbors"] is None
         assert row["epochs"] == pytest.approx(row["seconds"] / report["full_epoch_seconds"])
         assert 0 <= row["gradient_error"] < 10 and 0 < row["select_seconds"] <= row["seconds"]
+
+
+def test_cli_select_with_a_pool(tmp_path, capsys):
+    from adacore import Coreset
+    from adacore.cli import main
+
+    X = blobs(6, n=300)
+    labels = np.random.default_rng(0).integers(0, 3, 300)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", labels)
+    assert main(["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--fraction", "0.05", "--method", "craig",
+                 "--pool", "3", "--out", str(tmp_path / "c.npz")]) == 0
+    reference = get_strategy("craig", fraction=0.05, pool=3).select(X, labels)
+    assert reference.metadata["engine"] == "pool"
+    np.testing.assert_array_equal(Coreset.load(tmp_path / "c.npz").indices, reference.indices)
+    capsys.readouterr()
+    assert main(["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--fraction", "0.05", "--method", "random",
+                 "--pool", "3", "--out", str(tmp_path / "d.npz")]) == 2
+    assert "--pool: only the facility-location methods" in capsys.readouterr().err
+    assert not (tmp_path / "d.npz").exists()

@@ -300,6 +300,24 @@ def test_compare_flags_override_the_scenario(tmp_path, recorded_compare):
     assert seen["methods"] == ["random"] and seen["seeds"] == [1, 2]
     assert seen["settings"]["epochs"] == 2 and seen["settings"]["lr"] == 0.05
     assert seen["settings"]["dataset"] == "digits"
+    assert seen["options"]["full_margin"] is None       # the report's default, 0.01
+
+
+def test_compare_forwards_the_full_margin_from_the_scenario_and_the_flag(tmp_path,
+                                                                         recorded_compare):
+    from adacore import cli
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('methods = ["random", "full"]\nseeds = [0]\ndataset = "digits"\n'
+                        'full_margin = 0.05\npool = 4.0\n')
+    seen = recorded_compare
+    out = str(tmp_path / "o")
+    assert cli.main(["compare", "--config", str(scenario), "--out", out]) == 0
+    assert seen["options"]["full_margin"] == 0.05 and "full_margin" not in seen["settings"]
+    assert seen["settings"]["pool"] == 4.0
+    assert cli.main(["compare", "--config", str(scenario), "--full-margin", "0.02",
+                     "--pool", "8", "--out", out]) == 0
+    assert seen["options"]["full_margin"] == 0.02 and seen["settings"]["pool"] == 8.0
 
 
 def test_projection_in_the_loader_is_fixed_and_refused_for_adacore():

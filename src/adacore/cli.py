@@ -87,7 +87,7 @@ def _select(args: argparse.Namespace) -> int:
         options["eps"] = args.eps
     engine = {"neighbors": args.neighbors, "neighbor_search": args.neighbor_search,
               "max_memory": args.max_memory, "client": args.scheduler,
-              "partitions": args.partitions}
+              "partitions": args.partitions, "pool": args.pool}
     given = {name: value for name, value in engine.items()
              if value is not None and not (name == "neighbor_search" and value == "auto")}
     if given and method not in ("adacore", "craig"):
@@ -166,6 +166,8 @@ _HELP = {
     "neighbors": "adacore/craig: select on each point's K nearest neighbours (sparse engine)",
     "max_memory": "adacore/craig: memory one class's selection may use, e.g. 4GB (default "
                   "half the machine's); over it the sparse engine runs, or the run refuses",
+    "pool": "adacore/craig: choose each class's k picks among pool * k candidates drawn "
+            "by D^2 sampling (all examples still covered); unset: every example",
 }
 
 
@@ -185,7 +187,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
                                 help=f"(default {default})")
             continue
         kind = type(default) if default is not None else (
-            {"imbalance_ratio": float, "projection_dim": int, "neighbors": int}.get(field.name, str))
+            {"imbalance_ratio": float, "projection_dim": int, "neighbors": int,
+             "pool": float}.get(field.name, str))
         parser.add_argument(flag, type=kind, default=None,
                             help=f"{_HELP.get(field.name, '')} (default {default})".strip())
 
@@ -256,6 +259,8 @@ def _compare(args: argparse.Namespace) -> int:
                else scenario.get("methods", DEFAULT_METHODS))
     seeds = _int_list(args.seeds) if args.seeds else scenario.get("seeds", [0, 1, 2])
     target = args.target if args.target is not None else scenario.get("target")
+    margin = (args.full_margin if args.full_margin is not None
+              else scenario.get("full_margin"))
     import shlex
 
     command = "adacore " + " ".join(shlex.quote(part) for part in args.argv)
@@ -265,7 +270,7 @@ def _compare(args: argparse.Namespace) -> int:
                   for method, own in scenario.get("per_method", {}).items()}
     paths = compare(settings, [m.strip() for m in methods], seeds, args.out, target=target,
                     resume=args.resume, quiet=args.quiet, command=command,
-                    per_method=per_method)
+                    per_method=per_method, full_margin=margin)
     if not paths:          # a rank other than 0 under torchrun: rank 0 reports
         return 0
     print(Path(paths["results_md"]).read_text())
@@ -373,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="memory one class's problem may use, e.g. 4GB (default: half "
                              "the machine's); a larger dense problem switches to the sparse "
                              "engine or is refused")
+    select.add_argument("--pool", type=float, metavar="FACTOR",
+                        help="choose each class's k picks among ceil(FACTOR k) candidates "
+                             "drawn by D^2 sampling, every point still covered (default: "
+                             "every point a candidate)")
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run GreeDi on this Dask scheduler, e.g. tcp://host:8786")
     select.add_argument("--partitions", type=int,
@@ -405,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", help="comma-separated, e.g. 0,1,2")
     compare.add_argument("--target", type=float,
                          help="validation accuracy (a fraction) for the speedup column")
+    compare.add_argument("--full-margin", type=float, metavar="FRACTION",
+                         help="time to accuracy: seconds to within this much of full "
+                              "data's final test accuracy (default: the scenario's "
+                              "full_margin, else 0.01)")
     _config_flags(compare)
     compare.add_argument("--out", required=True, help="output folder")
     compare.add_argument("--resume", action="store_true", help="continue unfinished runs")

@@ -21,6 +21,7 @@ from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model
 from adacore.selection.budgets import BUDGET_MODES
+from adacore.selection.facility_location import check_pool
 from adacore.selection.memory import parse_memory
 from adacore.strategies import STRATEGIES, get_strategy
 from adacore.training.checkpoint import (append_jsonl, check_run_checkpoint, load_checkpoint,
@@ -72,6 +73,7 @@ class TrainConfig:
     projection_dim: int | None = None
     neighbors: int | None = None
     max_memory: str | None = None
+    pool: float | None = None
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -114,6 +116,7 @@ class TrainConfig:
             check_int("neighbors", self.neighbors, 1)
         if self.max_memory is not None:
             parse_memory(self.max_memory)
+        check_pool(self.pool)
         if not isinstance(self.strategy_options, dict) or not all(
                 isinstance(key, str) for key in self.strategy_options):
             raise fail("strategy_options", self.strategy_options,
@@ -163,6 +166,8 @@ class TrainConfig:
                 options.setdefault("neighbors", self.neighbors)
             if self.max_memory is not None:
                 options.setdefault("max_memory", self.max_memory)
+            if self.pool is not None:
+                options.setdefault("pool", self.pool)
         if self.method == "glister":
             options.setdefault("eta", self.lr)   # the Taylor step is the training step
         if self.method == "infobatch":
