@@ -11,7 +11,8 @@ share of picks CRAIG also makes on the same probe and the median of
     python benchmarks/option_study.py --preset smoothing \
         --config experiments/mnist_1pct.toml --seeds 0,1,2 --out runs/study/smoothing
 
-Presets: smoothing (AdaCore's curvature smoothing), baselines (GLISTER's and
+Presets: smoothing (AdaCore's curvature smoothing), pool (the exact greedy against the
+pool engine), baselines (GLISTER's and
 GradMatch's modes, as their authors ran them or not), budgets (proportional against
 equal per-class budgets, for class-imbalanced scenarios). Finished runs in --out are
 read back, so a study can be stopped and continued.
@@ -64,6 +65,12 @@ PRESETS = {
         "gradmatch per class, per gradient (CORDS)": {
             "method": "gradmatch", "strategy_options": {"per_gradient": True}},
     },
+    # the selection engine: exact greedy over every example against a D^2-sampled pool
+    "pool": {"adacore, every example": {"method": "adacore"},
+             "adacore, pool 8": {"method": "adacore", "pool": 8.0},
+             "adacore, pool 16": {"method": "adacore", "pool": 16.0},
+             "craig, every example": {"method": "craig"},
+             "craig, pool 8": {"method": "craig", "pool": 8.0}},
     # each method with its defaults (AdaCore's smoothing included) and either split
     "budgets": {f"{method} {budget}": {"method": method, "budget": budget}
                 for method in ("adacore", "craig", "gradmatch", "glister", "random")

@@ -219,3 +219,12 @@ def test_cli_select_with_a_pool(tmp_path, capsys):
                  "--pool", "3", "--out", str(tmp_path / "d.npz")]) == 2
     assert "--pool: only the facility-location methods" in capsys.readouterr().err
     assert not (tmp_path / "d.npz").exists()
+
+
+def test_pool_size_falls_back_to_every_point_above_half_the_class():
+    assert pool_size(5000, 50, 8) == 400
+    assert pool_size(5000, 500, 8) == 5000          # 4,000 > 2,500: the dense engine
+    assert pool_size(5000, 500, 2) == 1000
+    assert pool_size(5000, 50, 1) == 50             # never fewer candidates than picks
+    assert pool_size(5000, 50, None) == 5000
+    assert pool_size(5000, 50, 1.01) == 51          # ceil
