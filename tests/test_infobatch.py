@@ -41,10 +41,10 @@ def linear_problem(n=12, d=4, classes=3, seed=0):
 
 
 def step_gradient(coreset: Coreset, grads: np.ndarray) -> np.ndarray:
-    """The trainer's expected step gradient over the batch order given the kept set:
-    mean over the kept examples of w g, w rescaled to mean 1 (as the loader yields)."""
-    weights = coreset.normalized_weights()
-    return (weights[:, None] * grads[coreset.indices]).mean(axis=0)
+    """An epoch's summed update over the kept set, per example of the full data:
+    sum over the kept examples of w g (w as the loader yields it, unrescaled) / n; a
+    full-data epoch's is the mean gradient."""
+    return (coreset.weights[:, None] * grads[coreset.indices]).sum(axis=0) / grads.shape[0]
 
 
 def test_expected_weighted_gradient_is_the_full_data_gradient():
@@ -139,14 +139,14 @@ def test_no_pruning_in_the_first_epoch_and_the_last_eighth():
     assert kept[0] == kept[7] == 90 and all(k < 90 for k in kept[1:7])
     assert torch.all(weights[0] == 1) and torch.all(weights[7] == 1)
     assert loader.strategy.round_ == 8                # every epoch, whatever select_every
-    # the weights yielded are the strategy's rescaled to mean 1 over the kept set: the
-    # raw weights times |K| / n, since they sum to n
+    # the weights yielded are the strategy's own, not rescaled to mean 1 (InfoBatch's
+    # loss rescaling, as in the paper): 1 and m / (m - p), summing to n
     coreset = loader.coreset_
     for k, w, up in zip(kept[1:7], weights[1:7], kept_weights[1:7]):
         assert 1.8 < up <= 2.0                                  # m / (m - floor(m / 2))
-        assert float(w.mean()) == pytest.approx(1.0, rel=1e-6)
-        assert float(w.max()) == pytest.approx(up * k / 90, rel=1e-6)
-        assert float(w.min()) == pytest.approx(k / 90, rel=1e-6)
+        assert float(w.sum()) == pytest.approx(90.0, rel=1e-6)
+        assert float(w.max()) == pytest.approx(up, rel=1e-6)
+        assert float(w.min()) == pytest.approx(1.0, rel=1e-6)
     assert coreset.metadata["pruning"] is False and coreset.metadata["kept_fraction"] == 1.0
 
 

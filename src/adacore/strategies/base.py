@@ -63,6 +63,10 @@ class Strategy(abc.ABC):
     preferred_space: ClassVar[str] = "logits"
     # whether the state decays in training time: callers then pass select(steps=)
     uses_steps: ClassVar[bool] = False
+    # whether a trainer rescales the coreset's weights to mean 1 (a coreset standing for
+    # the whole data, the learning rate keeping its meaning); False: they are loss
+    # weights to use as they are (InfoBatch's rescaling of the kept low-loss examples)
+    rescale_weights: ClassVar[bool] = True
 
     def __init__(self, fraction: float, *, budget: str = "proportional", seed: int = 0):
         self.fraction = check_fraction("fraction", fraction)

@@ -30,15 +30,12 @@ class InfoBatch(Strategy):
     example weight 1. The weighted loss over the kept examples is then an unbiased
     estimate of the full-data loss, exactly, and the weights sum to n.
 
-    Weights as the trainer uses them: it rescales them to mean 1 over the kept set K
-    (:meth:`~adacore.Coreset.normalized_weights`), i.e. multiplies them by |K| / n, and
-    a batch's loss is ``mean(w l)``; so every optimizer step's gradient is, in
-    expectation over the batch order and the pruning draw, the full-data *mean*
-    gradient, and the learning rate means what it means for full-data training. An
-    epoch makes |K| / batch_size steps instead of n / batch_size: that is the saving.
-    (The paper's code leaves the weights unnormalised, which makes each step n / |K|
-    times larger, so that an epoch's sum of steps matches a full epoch's; that is this
-    method with the learning rate multiplied by ``1 / metadata["kept_fraction"]``.)
+    Weights as the trainer uses them: as they are (``rescale_weights = False``: the
+    loader does not rescale them to mean 1, as it does for coresets), and a batch's loss
+    is ``mean(w l)``, as in the paper's code. A pruned epoch then makes |K| /
+    batch_size steps instead of n / batch_size (the saving), each about n / |K| times
+    larger in expectation, so that the epoch's summed update is, in expectation over the
+    pruning draw, a full-data epoch's: the paper's "lossless" rescaling.
 
     Annealing: with T = ``epochs`` rounds (one per epoch), round t prunes only if
     ``t <= floor(delta * T)``; the rounds after that, at least the last ``1 - delta``
@@ -70,6 +67,7 @@ class InfoBatch(Strategy):
 
     requires = ("losses",)
     reselect_every = 1
+    rescale_weights = False
 
     def __init__(self, fraction: float = 1.0, *, prune_ratio: float = 0.5, delta: float = 0.875,
                  epochs: int | None = None, budget: str = "proportional", seed: int = 0):

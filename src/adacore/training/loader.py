@@ -39,7 +39,9 @@ class CoresetLoader:
     """Yields ``(x, y, weight)`` batches of the current coreset; reselects every R epochs.
 
     Weights are the coreset's, rescaled to mean 1 within the coreset so a learning
-    rate keeps its meaning (the loss ``mean(w * l)`` estimates the full-data mean loss).
+    rate keeps its meaning (the loss ``mean(w * l)`` estimates the full-data mean loss);
+    a strategy whose weights are loss weights to use as they are (InfoBatch:
+    ``rescale_weights = False``) gets them unchanged.
     Strategies that need per-example vectors get them from :func:`adacore.probe.probe`
     on the model at the start of a selection epoch (last-layer terms, in ``space``).
     Strategies that prune by training loss (InfoBatch, ``"losses"`` in ``requires``)
@@ -243,7 +245,9 @@ class CoresetLoader:
             if self._needs_selection():
                 self.select(model)
             indices = torch.from_numpy(self.coreset_.indices)
-            weights = torch.from_numpy(self.coreset_.normalized_weights()).float()
+            weights = torch.from_numpy(self.coreset_.normalized_weights()
+                                       if self.strategy.rescale_weights
+                                       else self.coreset_.weights).float()
             self.visited_[indices] = True
             if len(indices) < self.batch_size and not self.warned_batch_:
                 self.warned_batch_ = True
