@@ -123,6 +123,9 @@ def _select(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     coreset = strategy.select(vectors, labels, **inputs)
     seconds = time.perf_counter() - start
+    if len(coreset) == 0:
+        raise InputError(f"--method: {method!r} selected no example from "
+                         f"{labels.shape[0]}; nothing written to {args.out!r}")
     coreset.save(args.out)
     budgets = ", ".join(f"{label}:{b}" for label, b in coreset.budgets.items())
     print(f"{coreset.method}: k = {len(coreset)} of n = {labels.shape[0]} "

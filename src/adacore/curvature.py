@@ -13,16 +13,25 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
-from adacore.validation import (InputError, check_choice, check_int, check_positive,
-                                check_unit_interval)
+from adacore.validation import (InputError, as_labels, check_choice, check_int,
+                                check_positive, check_unit_interval)
 
 
 def _probabilities_and_residual(logits: torch.Tensor, labels: torch.Tensor):
     if logits.ndim != 2:
         raise InputError(f"logits: got shape {tuple(logits.shape)}, expected (n, classes)")
-    labels = torch.as_tensor(labels, device=logits.device).long()
+    if not isinstance(labels, torch.Tensor):
+        labels = np.asarray(labels)
+        if labels.size and labels.dtype.kind not in "i":
+            # floats (1.5, 1e19) and unsigned values above 2**63 would change under .long()
+            labels = as_labels("labels", labels)
+        labels = torch.from_numpy(labels)
+    elif labels.is_floating_point() and labels.numel():
+        labels = torch.from_numpy(as_labels("labels", labels))
+    labels = labels.to(device=logits.device, dtype=torch.int64)
     if labels.shape != (logits.shape[0],):
         raise InputError(f"labels: got shape {tuple(labels.shape)}, expected "
                          f"({logits.shape[0]},)")
@@ -240,11 +249,31 @@ class CurvatureSmoother:
 
     def precondition(self, grads: torch.Tensor, hessian_diag: torch.Tensor,
                      steps: float = 1) -> torch.Tensor:
-        """One round: u_t = ghat_t / (Hbar_t + eps)."""
+        """One round: u_t = ghat_t / (Hbar_t + eps).
+
+        Raises :class:`InputError`, the state left as it was, when u_t is undefined
+        or unusable: with ``eps = 0``, a zero curvature entry (g / 0; the geometric
+        average floors it at float32's smallest normal, which is no better), or
+        vectors whose squared norms overflow, so that no distance between them is
+        finite. Every optimizer then refuses alike.
+        """
+        saved = (self.step, self.second_moment, self.first_moment,
+                 self.last_curvature_ratio_)
         smoothed = self.curvature(hessian_diag, steps)
-        self.last_curvature_ratio_ = _median_ratio(smoothed + self.eps,
-                                                   hessian_diag.abs() + self.eps)
-        return self.gradient(grads, steps) / (smoothed + self.eps)
+        denominator = smoothed + self.eps
+        self.last_curvature_ratio_ = _median_ratio(denominator, hessian_diag.abs() + self.eps)
+        vectors = self.gradient(grads, steps) / denominator
+        zeros = int((denominator <= torch.finfo(denominator.dtype).tiny).sum())
+        overflowing = int((~torch.isfinite(vectors.square().sum(dim=1))).sum())
+        if zeros or overflowing:
+            self.step, self.second_moment, self.first_moment, \
+                self.last_curvature_ratio_ = saved
+            cause = (f"{zeros} curvature entries are zero and eps = {self.eps:g}" if zeros
+                     else f"{overflowing} rows have squared norms beyond "
+                          f"{torch.finfo(vectors.dtype).max:.3g}")
+            raise InputError(f"hessian_diag: the preconditioned gradients g / (Hbar + eps) "
+                             f"are unusable ({cause}); pass eps > 0 (default 1e-4)")
+        return vectors
 
     def state_dict(self) -> dict:
         return {"beta2": self.beta2, "eps": self.eps, "beta1": self.beta1,

@@ -62,7 +62,11 @@ def as_tensor(name: str, array: Any, *, ndim: int | None = None, dtype=torch.flo
 
 
 def as_labels(name: str, labels: Any, n: int | None = None) -> np.ndarray:
-    """Integer class labels as an int64 NumPy vector of length ``n`` (when given)."""
+    """Integer class labels as an int64 NumPy vector of length ``n`` (when given).
+
+    Floats must be whole numbers and unsigned integers below 2**63: a label the int64
+    cast would change (merge or wrap) is refused, never converted.
+    """
     if isinstance(labels, torch.Tensor):
         labels = labels.detach().cpu().numpy()
     try:
@@ -77,6 +81,19 @@ def as_labels(name: str, labels: Any, n: int | None = None) -> np.ndarray:
         if not np.isfinite(array).all() or not np.all(array == np.round(array)):
             raise fail(name, labels, "integer class labels (floats with fractional "
                                      "parts, NaN or inf found)")
+        # beyond int64 the cast would map every such label to one value
+        outside = (array < -2.0**63) | (array >= 2.0**63)
+        if outside.any():
+            raise InputError(f"{name}: {int(outside.sum())} labels lie outside the int64 "
+                             f"range (e.g. {array[outside][0]:g}), expected integer class "
+                             f"labels in [-2**63, 2**63)")
+    elif np.issubdtype(array.dtype, np.unsignedinteger):
+        # above 2**63 - 1 the cast would wrap to negative labels
+        outside = array > np.iinfo(np.int64).max
+        if outside.any():
+            raise InputError(f"{name}: {int(outside.sum())} unsigned labels exceed the int64 "
+                             f"range (e.g. {int(array[outside][0])}), expected integer class "
+                             f"labels below 2**63")
     elif not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise fail(name, labels, "integer class labels")
     if n is not None and array.shape[0] != n:
@@ -181,3 +198,18 @@ def check_string(name: str, value: Any, *, optional: bool = False) -> str | None
     if not isinstance(value, str):
         raise fail(name, value, "a string" + (" or nothing" if optional else ""))
     return value
+
+
+def check_device(name: str, device: Any) -> torch.device | str | None:
+    """Where a computation runs: None (where the data is), a ``torch.device`` or a name
+    torch accepts (``"cpu"``, ``"cuda"``, ``"cuda:1"``); returned as given."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise fail(name, device, "a device name such as 'cpu' or 'cuda', or nothing")
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise fail(name, device, "a device name such as 'cpu' or 'cuda', or nothing") \
+            from error
+    return device

@@ -14,7 +14,8 @@ from adacore.selection.memory import parse_memory
 from adacore.selection.neighbors import SEARCHES
 from adacore.selection.per_class import gradient_error, per_class_facility_location
 from adacore.strategies.base import Strategy, register_strategy
-from adacore.validation import InputError, as_tensor, check_choice, check_int
+from adacore.validation import (InputError, as_tensor, check_choice, check_device, check_int,
+                                check_real, fail)
 
 
 @register_strategy("craig")
@@ -30,7 +31,7 @@ class Craig(Strategy):
     optimizer : {"lazy", "naive", "stochastic"}
         Greedy optimizer of the facility-location function.
     epsilon : float
-        Accuracy of the stochastic optimizer.
+        Accuracy of the stochastic optimizer, in (0, 1).
     seed : int
         Seed of the stochastic optimizer (combined with the round and the label).
     device : optional
@@ -51,8 +52,9 @@ class Craig(Strategy):
     pool : float, optional
         Choose each class's k_c picks among ceil(pool k_c) candidates drawn by D^2
         sampling, still covering every example of the class (see
-        :func:`adacore.facility_location`); None: every example is a candidate (the
-        exact greedy over the class).
+        :func:`adacore.facility_location`); a class with fewer than 2 pool k_c examples
+        is solved exactly. None: every example is a candidate (the exact greedy over
+        the class).
     """
 
     def __init__(self, fraction: float, *, budget: str = "proportional",
@@ -63,8 +65,10 @@ class Craig(Strategy):
         super().__init__(fraction, budget=budget, seed=seed)
         self.pool = check_pool(pool)
         self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
-        self.epsilon = float(epsilon)
-        self.device = device
+        # the stochastic greedy samples (n / k) log(1 / epsilon) candidates a step
+        self.epsilon = check_real("epsilon", epsilon, low=0, high=1, low_open=True,
+                                  high_open=True)
+        self.device = check_device("device", device)
         self.neighbors = None if neighbors is None else check_int("neighbors", neighbors, 1)
         self.neighbor_search = check_choice("neighbor_search", neighbor_search, SEARCHES)
         self.max_memory = None if max_memory is None else parse_memory(max_memory)
@@ -74,8 +78,13 @@ class Craig(Strategy):
         if client is not None and pool is not None:
             raise InputError("pool: GreeDi (client / --scheduler) solves its partitions on "
                              "every point; pass pool=None with a client")
+        if not (client is None or isinstance(client, str)
+                or (hasattr(client, "submit") and hasattr(client, "scatter"))):
+            raise fail("client", client, "a distributed.Client, a scheduler address "
+                                         "string or nothing")
         self.client = client
-        self.partitions = partitions
+        self.partitions = None if partitions is None else check_int("partitions",
+                                                                    partitions, 1)
 
     def vectors(self, grads: torch.Tensor, labels: np.ndarray, **inputs) -> torch.Tensor:
         """The vectors whose facility location is solved (the gradients themselves)."""

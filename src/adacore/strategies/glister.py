@@ -75,7 +75,7 @@ from adacore.coreset import Coreset
 from adacore.selection.budgets import budget_from_fraction
 from adacore.selection.per_class import class_seed
 from adacore.strategies.base import Strategy, register_strategy
-from adacore.validation import (InputError, as_labels, as_tensor, check_choice,
+from adacore.validation import (InputError, as_labels, as_tensor, check_choice, check_device,
                                 check_positive, fail)
 
 __all__ = ["GREEDY", "GLOBAL_LABEL", "UPDATES", "Glister", "exact_softmax_update",
@@ -278,7 +278,7 @@ class Glister(Strategy):
             raise fail("per_class", per_class, "True or False")
         self.per_class = bool(per_class)
         self.update = check_choice("update", update, UPDATES)
-        self.device = device
+        self.device = check_device("device", device)
 
     @property
     def requires(self) -> tuple[str, ...]:

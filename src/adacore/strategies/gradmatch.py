@@ -21,8 +21,8 @@ from adacore.coreset import Coreset
 from adacore.selection.omp import nonnegative_omp
 from adacore.selection.per_class import class_seed
 from adacore.strategies.base import Strategy, register_strategy
-from adacore.validation import (InputError, as_labels, as_tensor, check_int, check_positive,
-                                fail)
+from adacore.validation import (InputError, as_labels, as_tensor, check_device, check_int,
+                                check_positive, fail)
 
 
 def class_slice_columns(width: int, num_classes: int, label: int, *, bias: bool = True
@@ -93,7 +93,7 @@ class GradMatch(Strategy):
     ``"requested"`` (total budget), ``"requested_budgets"`` (per class),
     ``"omp_stopped_early"`` ({label: OMP picks} for the classes that stopped early),
     ``"stop_reasons"`` ({label: "budget" | "tolerance" | "no_positive_correlation" |
-    "zero_target"}),
+    "zero_target" | "zero_weights"}),
     ``"filled"`` ({label: points added by the fill}), ``"class_fit_error"`` ({label:
     ||b_c - A_S w|| / ||b_c||}, the matching error without the penalty, in the slice when
     ``per_gradient``), ``"max_weight_over_mean"``, ``"per_gradient"`` and, when it is
@@ -106,6 +106,13 @@ class GradMatch(Strategy):
     training. Such a class gets k_c members drawn uniformly (seeded like the fill), each
     with weight n_c / k_c. Any class with a non-zero sum gets at least one OMP pick (some
     member has a positive inner product with the sum), so a round is never empty.
+
+    ``lam`` is absolute, not relative to the gradients' scale: on vanishing gradients
+    (squared norms far below lam) the ridge shrinks every weight of a class to zero.
+    Such a class is refused (:class:`InputError` naming it and the scale) rather than
+    left out of training; with ``fill`` it is recorded as ``"zero_weights"`` ({label:
+    budget}, its stop reason ``"zero_weights"``) and filled. ``lam = 0`` is
+    scale-invariant.
 
     Parameters
     ----------
@@ -168,7 +175,7 @@ class GradMatch(Strategy):
         if not isinstance(bias, (bool, np.bool_)):
             raise fail("bias", bias, "True or False")
         self.bias = bool(bias)
-        self.device = device
+        self.device = check_device("device", device)
 
     def select(self, grads, labels, **inputs) -> Coreset:
         """One round (:meth:`Strategy.select`); with ``per_gradient`` the labels and the
@@ -208,7 +215,7 @@ class GradMatch(Strategy):
                                               bias=self.bias).shape[0]
         indices, weights, gains = [], [], []
         report = {"stopped_early": {}, "reasons": {}, "dropped": {}, "filled": {},
-                  "fit_error": {}, "zero_target": {}}
+                  "fit_error": {}, "zero_target": {}, "zero_weights": {}}
         for label, budget in requested.items():
             members = np.flatnonzero(labels == label)
             block = vectors[torch.from_numpy(members).to(vectors.device)]
@@ -235,6 +242,7 @@ class GradMatch(Strategy):
                                  "zero_weight_dropped": report["dropped"],
                                  "filled": report["filled"],
                                  "zero_target": report["zero_target"],
+                                 "zero_weights": report["zero_weights"],
                                  "class_fit_error": report["fit_error"],
                                  "max_weight_over_mean": largest,
                                  "lam": self.lam, "tol": self.tol, **layout})
@@ -275,6 +283,19 @@ class GradMatch(Strategy):
         keep = omp_weights > 0
         if not keep.all():
             report["dropped"][label] = int((~keep).sum())
+        if picks and not keep.any():
+            # the ridge outweighs the gradients (lam is absolute: vanishing gradients,
+            # e.g. of a model that fits its data, shrink every weight to zero); the
+            # class would leave training unnoticed, so it is refused unless filled
+            largest = float(block64.square().sum(dim=1).max())
+            report["reasons"][label] = "zero_weights"
+            report["zero_weights"][label] = int(budget)
+            if not self.fill:
+                raise InputError(
+                    f"gradmatch: every OMP weight of class {label} is zero: the ridge lam="
+                    f"{self.lam:g} outweighs its gradients (squared norms up to "
+                    f"{largest:.3g}); pass a smaller lam (lam = 0 is scale-invariant), "
+                    f"rescale the vectors, or fill = true")
         chosen = members[support[keep]]
         weights = omp_weights[keep]
         gains = (residual_norms[:-1] - residual_norms[1:])[keep]
