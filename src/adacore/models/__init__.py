@@ -24,11 +24,12 @@ from adacore.models.interface import (LastLayerModel, LastLayerWrapper, features
                                       last_layer, penultimate)
 from adacore.models.lenet import LeNet5
 from adacore.models.mlp import MLP
-from adacore.models.registry import ModelSpec, available_models, build_model, register_model
+from adacore.models.registry import (ModelSpec, available_models, build_model,
+                                     register_model, takes_images)
 from adacore.models.resnet import (BasicBlock, ChannelPadShortcut, ResNet, ResNet18, ResNet20,
                                    cifar_resnet)
 
-__all__ = [
+__all__ = ["takes_images", 
     "LastLayerModel", "LastLayerWrapper", "last_layer", "penultimate", "features_and_logits",
     "MLP", "LeNet5", "ResNet", "ResNet20", "ResNet18", "cifar_resnet", "BasicBlock",
     "ChannelPadShortcut", "build_model", "register_model", "available_models", "ModelSpec",

@@ -19,7 +19,7 @@ from adacore.models.interface import LastLayerModel, last_layer
 from adacore.models.lenet import LeNet5
 from adacore.models.mlp import MLP
 from adacore.models.resnet import ResNet18, ResNet20, cifar_resnet
-from adacore.validation import InputError, check_int, fail
+from adacore.validation import InputError, check_choice, check_int, fail
 
 __all__ = ["build_model", "register_model", "available_models", "ModelSpec"]
 
@@ -86,6 +86,13 @@ _REGISTRY: dict[str, ModelSpec] = {
     **{f"resnet{depth}": ModelSpec(cifar_resnet, _channels, {"depth": depth})
        for depth in (32, 44, 56, 110)},
 }
+
+
+def takes_images(name: str) -> bool:
+    """Whether model ``name`` reads its input shape as an image (channels, height,
+    width): a dataset for it is loaded in its image layout, not as flat rows."""
+    check_choice("model", name, _REGISTRY)
+    return _REGISTRY[name].from_shape is not _flat
 
 
 def available_models() -> list[str]:
