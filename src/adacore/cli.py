@@ -124,8 +124,13 @@ def _select(args: argparse.Namespace) -> int:
     coreset = strategy.select(vectors, labels, **inputs)
     seconds = time.perf_counter() - start
     if len(coreset) == 0:
-        raise InputError(f"--method: {method!r} selected no example from "
-                         f"{labels.shape[0]}; nothing written to {args.out!r}")
+        why = ""
+        if coreset.metadata.get("zero_weights"):
+            why = (" (every OMP weight was zero: the ridge lam outweighs gradients this "
+                   "small; pass a smaller lam, lam = 0 is scale-invariant, or rescale "
+                   "the vectors)")
+        raise InputError(f"--method: {method!r} selected no example of "
+                         f"{labels.shape[0]}{why}; nothing written to {args.out!r}")
     coreset.save(args.out)
     budgets = ", ".join(f"{label}:{b}" for label, b in coreset.budgets.items())
     print(f"{coreset.method}: k = {len(coreset)} of n = {labels.shape[0]} "

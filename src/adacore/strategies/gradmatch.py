@@ -108,11 +108,12 @@ class GradMatch(Strategy):
     member has a positive inner product with the sum), so a round is never empty.
 
     ``lam`` is absolute, not relative to the gradients' scale: on vanishing gradients
-    (squared norms far below lam) the ridge shrinks every weight of a class to zero.
-    Such a class is refused (:class:`InputError` naming it and the scale) rather than
-    left out of training; with ``fill`` it is recorded as ``"zero_weights"`` ({label:
-    budget}, its stop reason ``"zero_weights"``) and filled. ``lam = 0`` is
-    scale-invariant.
+    (squared norms far below lam) the ridge shrinks every weight of a class to zero, and
+    the class keeps no pick. That is recorded: stop reason ``"zero_weights"`` and
+    ``metadata["zero_weights"]`` ({label: picks zeroed}); ``fill`` tops such a class up
+    like any other. A round where it happens to every class is empty, which
+    ``adacore select`` and :class:`~adacore.training.CoresetLoader` refuse. ``lam = 0``
+    is scale-invariant.
 
     Parameters
     ----------
@@ -284,18 +285,10 @@ class GradMatch(Strategy):
         if not keep.all():
             report["dropped"][label] = int((~keep).sum())
         if picks and not keep.any():
-            # the ridge outweighs the gradients (lam is absolute: vanishing gradients,
-            # e.g. of a model that fits its data, shrink every weight to zero); the
-            # class would leave training unnoticed, so it is refused unless filled
-            largest = float(block64.square().sum(dim=1).max())
+            # the ridge outweighs the gradients (lam is absolute: vanishing gradients
+            # shrink every weight below what the solver resolves); said, never hidden
             report["reasons"][label] = "zero_weights"
-            report["zero_weights"][label] = int(budget)
-            if not self.fill:
-                raise InputError(
-                    f"gradmatch: every OMP weight of class {label} is zero: the ridge lam="
-                    f"{self.lam:g} outweighs its gradients (squared norms up to "
-                    f"{largest:.3g}); pass a smaller lam (lam = 0 is scale-invariant), "
-                    f"rescale the vectors, or fill = true")
+            report["zero_weights"][label] = int(picks)
         chosen = members[support[keep]]
         weights = omp_weights[keep]
         gains = (residual_norms[:-1] - residual_norms[1:])[keep]
