@@ -274,3 +274,32 @@ def test_bad_model_output_and_no_selection_yet():
     with pytest.raises(InputError, match=r"expected logits of shape \(7, classes\)"):
         CoresetSampler(items, get_strategy("craig", fraction=0.25),
                        batch_size_probe=7).select(nn.Flatten(0), 0)
+
+
+@pytest.mark.parametrize("method", ["adacore", "craig", "gradmatch", "random", "rs2", "full"])
+def test_coreset_loader_refuses_what_is_not_in_memory_with_one_clear_error(method):
+    # the same InputError for every method, before any probe or batch; a NumPy array
+    # is taken as the tensor it holds
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from adacore import get_strategy
+    from adacore.models import MLP
+    from adacore.training import CoresetLoader
+    from adacore.validation import InputError
+
+    x = torch.randn(60, 5, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(60) % 3
+    strategy = lambda: get_strategy(method, fraction=0.1)         # noqa: E731
+    for bad in (TensorDataset(x, y), DataLoader(TensorDataset(x, y), batch_size=10),
+                x.tolist(), np.array(["a"] * 60)):
+        with pytest.raises(InputError, match=r"^x: .*(CoresetSampler|numbers)"):
+            CoresetLoader(bad, y, strategy())
+    for bad in (y.float() + 0.5, y[:, None], y[:50]):
+        with pytest.raises(InputError, match=r"^y: "):
+            CoresetLoader(x, bad, strategy())
+    torch.manual_seed(0)
+    model = MLP(in_features=5, hidden=(8,), num_classes=3)
+    from_numpy = CoresetLoader(x.numpy(), y.numpy(), strategy(), batch_size=4)
+    from_tensor = CoresetLoader(x, y, strategy(), batch_size=4)
+    for (xa, ya, wa), (xb, yb, wb) in zip(from_numpy.epoch(model), from_tensor.epoch(model)):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(wa, wb)

@@ -19,7 +19,7 @@ from adacore.models.interface import LastLayerModel, last_layer
 from adacore.models.lenet import LeNet5
 from adacore.models.mlp import MLP
 from adacore.models.resnet import ResNet18, ResNet20, cifar_resnet
-from adacore.validation import InputError, check_choice, check_int, fail
+from adacore.validation import InputError, check_int, fail
 
 __all__ = ["build_model", "register_model", "available_models", "ModelSpec"]
 
@@ -90,9 +90,10 @@ _REGISTRY: dict[str, ModelSpec] = {
 
 def takes_images(name: str) -> bool:
     """Whether model ``name`` reads its input shape as an image (channels, height,
-    width): a dataset for it is loaded in its image layout, not as flat rows."""
-    check_choice("model", name, _REGISTRY)
-    return _REGISTRY[name].from_shape is not _flat
+    width): a dataset for it is loaded in its image layout, not as flat rows. False for
+    a name not registered (:func:`build_model` refuses it, naming the choices)."""
+    spec = _REGISTRY.get(name) if isinstance(name, str) else None
+    return spec is not None and spec.from_shape is not _flat
 
 
 def available_models() -> list[str]:

@@ -32,7 +32,24 @@ from adacore.distributed.ddp import (DistributedCoresetSampler, is_distributed, 
                                      probe_sharded)
 from adacore.probe import probe
 from adacore.strategies.base import Strategy
-from adacore.validation import InputError, check_choice, check_int
+from adacore.validation import InputError, as_labels, check_choice, check_int
+
+
+def _inputs(x) -> torch.Tensor:
+    """The training inputs as a tensor (a NumPy array is wrapped, not copied), or an
+    InputError naming ``x`` and the way for data that is not in memory."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == object or x.dtype.kind not in "biuf":
+            raise InputError(f"x: got a NumPy array of dtype {x.dtype}, expected numbers")
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"x: got {type(x).__name__}, expected a tensor or NumPy array of "
+                         f"inputs, one row per example; for a Dataset (files read per item, "
+                         f"transforms) use adacore.training.CoresetSampler with a DataLoader")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise InputError(f"x: got shape {tuple(x.shape)}, expected at least one example "
+                         f"(rows = examples)")
+    return x
 
 
 class CoresetLoader:
@@ -50,8 +67,10 @@ class CoresetLoader:
 
     Parameters
     ----------
-    x, y : Tensor
-        The training set (kept where it is; batches move to ``device``).
+    x, y : Tensor or NumPy array
+        The training set in memory, one row per example (kept where it is; batches
+        move to ``device``); ``y`` integer class labels. For a Dataset read per item use
+        :class:`adacore.training.CoresetSampler`.
     strategy : Strategy
         Any registered strategy.
     batch_size : int
@@ -98,9 +117,8 @@ class CoresetLoader:
                  device=None, val_x: torch.Tensor | None = None,
                  val_y: torch.Tensor | None = None, projection_dim: int | None = None,
                  transform=None, distributed: bool | None = None):
-        if len(x) != len(y):
-            raise InputError(f"y: got {len(y)} labels, expected {len(x)} (one per example)")
-        self.x, self.y = x, torch.as_tensor(y).long()
+        self.x = _inputs(x)
+        self.y = torch.from_numpy(as_labels("y", y, len(self.x)))
         self.strategy = strategy
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.select_every = check_int("select_every", select_every, 1)
