@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import socket
 from contextlib import ExitStack
 
 import numpy as np
@@ -43,6 +44,8 @@ _ASSIGN, _PARTITION, _MERGE = 1, 2, 3
 # Rows per block of the evaluation: a distance block of about 16 MiB of float32.
 _BLOCK_ELEMENTS = 1 << 22
 _CONNECT_TIMEOUT = "10s"
+# seconds for a plain TCP connection to the scheduler before Dask's handshake
+_REACH_TIMEOUT = 5.0
 
 
 def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None,
@@ -130,6 +133,8 @@ def greedi(X, k: int, *, labels=None, client=None, partitions: int | None = None
         labels = as_labels("labels", labels, n)
         budgets = per_class_budgets(labels, k, budget)
         classes = {label: (np.flatnonzero(labels == label), b) for label, b in budgets.items()}
+    if isinstance(client, str):     # before importing Dask, which takes seconds
+        _check_reachable(client)
     distributed = _require_distributed()
     if not (client is None or isinstance(client, (str, distributed.Client))):
         raise fail("client", client, "a distributed.Client, a scheduler address string or None")
@@ -191,6 +196,30 @@ def _connect(stack: ExitStack, distributed, client):
     connection = distributed.Client(cluster, set_as_default=False)
     stack.callback(connection.close)
     return connection
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a TCP scheduler address nothing listens on: Dask's client retries a
+    refused connection until its whole timeout has passed."""
+    from urllib.parse import urlsplit
+
+    text = address if "://" in address else "tcp://" + address
+    parts = urlsplit(text)
+    if parts.scheme not in ("tcp", "tls"):
+        return                      # inproc://, ucx://...: left to Dask
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as error:     # a port that is no number, or out of range
+        raise InputError(f"client: got {address!r}, expected a scheduler address such as "
+                         f"tcp://host:8786 ({error})") from None
+    if not host or port is None:
+        raise InputError(f"client: got {address!r}, expected a scheduler address such as "
+                         f"tcp://host:8786")
+    try:
+        socket.create_connection((host, port), timeout=_REACH_TIMEOUT).close()
+    except OSError as error:        # refused, unreachable, unknown host, timed out
+        raise InputError(f"client: cannot connect to a Dask scheduler at {address!r} "
+                         f"({type(error).__name__}: {error.strerror or error})") from None
 
 
 def _submit_class(client, rows: np.ndarray, members: np.ndarray, budget: int,

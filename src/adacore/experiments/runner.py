@@ -17,7 +17,7 @@ from adacore.experiments.run_records import check_margin
 from adacore.experiments.summary import DEFAULT_FULL_MARGIN
 from adacore.strategies import available_strategies
 from adacore.training import TrainConfig, Trainer
-from adacore.training.lock import FolderLock
+from adacore.training.lock import FolderInUse, FolderLock
 from adacore.training.trainer import describe_differences, settings_differences
 from adacore.validation import (InputError, check_choice, check_fraction, check_int,
                                 check_string, fail)
@@ -226,7 +226,7 @@ def _comparison_lock(out: Path):
     lock = FolderLock(out)
     try:
         lock.__enter__()
-    except InputError:
+    except FolderInUse:
         holder = lock.path.read_text(errors="replace").strip() if lock.path.exists() else ""
         raise InputError(f"--out: {str(out)!r} is in use by another adacore process"
                          f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it or "

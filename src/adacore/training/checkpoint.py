@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
-from adacore.atomic import atomic_write, atomic_write_bytes
+from adacore.atomic import atomic_write, atomic_write_bytes, open_regular
 from adacore.validation import InputError
 
 
@@ -36,12 +37,43 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError as error:
         raise InputError(f"--resume: no checkpoint at {str(path)!r}") from error
     except Exception as error:  # torch raises several types for a corrupt file
+        refused = _refusal(error)
+        if refused is not None:
+            raise InputError(f"checkpoint: cannot read {str(path)!r}: it holds objects other than "
+                             f"tensors and plain data ({refused}); refused, nothing was "
+                             f"unpickled") from None
         raise InputError(f"checkpoint: cannot read {str(path)!r} ({type(error).__name__}: "
-                         f"{error})") from error
+                         f"{_first_line(error)})") from None
     if not isinstance(state, dict):
         raise InputError(f"checkpoint: {str(path)!r} holds a {type(state).__name__}, "
                          f"expected a dict as save_checkpoint writes")
     return state
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The error's first line; for torch's weights-only unpickler, its own diagnosis
+    (the part after its advice on ``weights_only``)."""
+    text = str(error)
+    if _REFUSED in text:
+        text = text.split(_REFUSED, 1)[1]
+    lines = text.strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
+# torch's weights-only unpickler says so when it refuses a global (a class, a function)
+_REFUSED = "WeightsUnpickler error:"
+
+
+def _refusal(error: BaseException) -> str | None:
+    """The global (class, function) torch's weights-only unpickler refused, without its
+    advice to load the file with ``weights_only=False`` (six lines, and exactly what must
+    not be done here); None for any other error."""
+    if not isinstance(error, pickle.UnpicklingError) or _REFUSED not in str(error):
+        return None
+    detail = str(error).split(_REFUSED, 1)[1].strip().splitlines()
+    if not detail or "global" not in detail[0].lower():
+        return None                  # a malformed stream, not a refused object
+    return detail[0].split(". ")[0].rstrip(".")[:200]
 
 
 # what Trainer saves after every epoch, and the type each entry must have
@@ -68,6 +100,9 @@ def check_run_checkpoint(state: dict, path: Path, *, epochs: int | None = None) 
     if (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0
             or (epochs is not None and epoch > epochs)):
         raise InputError(f"{where} claims epoch {epoch!r}, expected {expected}")
+    if not isinstance(state.get("lr_changes", []), list):
+        raise InputError(f"{where} holds a {type(state['lr_changes']).__name__} as "
+                         f"'lr_changes', expected a list")
     totals = state["totals"]
     if not all(isinstance(totals.get(key), (int, float)) for key in ("examples", "wall")):
         raise InputError(f"{where} holds totals {totals!r}, expected the numbers "
@@ -76,8 +111,10 @@ def check_run_checkpoint(state: dict, path: Path, *, epochs: int | None = None) 
 
 
 def append_jsonl(path: Path, row: dict) -> None:
-    """Append one JSON line and make it durable."""
-    with open(path, "a", encoding="utf-8") as stream:
+    """Append one JSON line and make it durable; ``path`` must be a regular file (or
+    nothing yet): a FIFO, device or symbolic link there is an :class:`InputError`."""
+    descriptor = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with open(descriptor, "a", encoding="utf-8") as stream:
         stream.write(json.dumps(row) + "\n")
         stream.flush()
         os.fsync(stream.fileno())

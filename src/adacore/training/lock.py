@@ -6,7 +6,12 @@ import fcntl
 import os
 from pathlib import Path
 
+from adacore.atomic import open_regular, prepare_folder
 from adacore.validation import InputError
+
+
+class FolderInUse(InputError):
+    """Another process holds the folder's lock."""
 
 
 class FolderLock:
@@ -21,15 +26,16 @@ class FolderLock:
         self.handle = None
 
     def __enter__(self) -> "FolderLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
+        prepare_folder(self.path.parent)
+        # a FIFO or device planted as .lock is refused, never opened (a FIFO would block)
+        handle = open(open_regular(self.path, os.O_RDWR | os.O_CREAT), "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
-            raise InputError(f"--out: {str(self.path.parent)!r} is in use by a running run "
+            raise FolderInUse(f"--out: {str(self.path.parent)!r} is in use by a running run "
                              f"(pid {holder}); wait for it or choose another folder") from None
         handle.seek(0)
         handle.truncate()

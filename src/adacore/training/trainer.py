@@ -16,7 +16,8 @@ import torch
 from torch.nn import functional as F
 
 from adacore._faults import fault_point
-from adacore.atomic import atomic_write_bytes, remove_stale_temporaries
+from adacore.atomic import (atomic_write_bytes, check_output_file, prepare_folder,
+                            remove_stale_temporaries)
 from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model
@@ -256,7 +257,50 @@ def evaluate(model, x, y, *, batch_size: int, device,
 
 
 class NonFiniteLoss(InputError):
-    """Training met a NaN or infinite loss; the last good checkpoint is kept."""
+    """Training met a NaN or infinite loss or weights; the last good checkpoint is kept."""
+
+
+# written beside the checkpoint when a run stops on a non-finite loss: a resume may then
+# lower lr (and change nothing else); removed when the run finishes
+NONFINITE_MARKER = "nonfinite.json"
+
+
+def nonfinite_entries(*states: dict) -> str | None:
+    """The first floating tensor, by its key, in these (nested) state dicts (the
+    model's, then the optimizer's) that holds a NaN or inf, e.g.
+    ``"model['fc.weight']"``; None when all are finite."""
+    def walk(value, where):
+        if isinstance(value, torch.Tensor):
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                return where
+            return None
+        items = (value.items() if isinstance(value, dict)
+                 else enumerate(value) if isinstance(value, (list, tuple)) else ())
+        for key, item in items:
+            found = walk(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    for name, state in zip(("model", "optimizer"), states):
+        found = walk(state, name)
+        if found:
+            return found
+    return None
+
+
+def _scale_learning_rate(optimizer, scheduler, factor: float) -> None:
+    """Multiply the learning rate by ``factor`` in the optimizer and the schedule,
+    where training stands: every schedule here (constant, multistep, cosine, linear
+    warm-up) is homogeneous in lr, so the rest of the run follows the schedule of the
+    lower lr exactly."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    for each in [scheduler, *getattr(scheduler, "_schedulers", [])]:
+        each.base_lrs = [lr * factor for lr in each.base_lrs]
+        if getattr(each, "_last_lr", None) is not None:
+            each._last_lr = [lr * factor for lr in each._last_lr]
 
 
 class Trainer:
@@ -333,13 +377,16 @@ class Trainer:
         Runs under the folder lock, so the temporary files of atomic writes found here
         are leftovers of a killed run (never a live writer's) and are removed.
         """
-        self.out.mkdir(parents=True, exist_ok=True)
+        prepare_folder(self.out)
         for name in ("checkpoint.pt", "metrics.jsonl", "run.json"):
+            check_output_file(self.out / name)      # a FIFO, device or link: refused
             remove_stale_temporaries(self.out, name)
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
         if resume and checkpoint_path.exists():
             state = check_run_checkpoint(load_checkpoint(checkpoint_path), checkpoint_path)
             differences = settings_differences(state["config"], self.config)
+            if differences and self._lowers_lr_after_nonfinite_stop(state["config"]):
+                differences = []          # the one change a stopped run may take
             if differences:
                 raise InputError(f"--resume: the checkpoint in {str(self.out)!r} was written "
                                  f"with other settings ({describe_differences(differences)}); "
@@ -355,6 +402,15 @@ class Trainer:
             history = [row for row in rows if row["epoch"] <= epoch]
             rewrite_jsonl(metrics_path, history)
             return state, history
+        run_path = self.out / "run.json"
+        if resume and run_path.exists():
+            # a finished run whose checkpoint is gone: its record says what it ran
+            self._refuse_other_finished_run(run_path)
+        if resume and len(read_jsonl(metrics_path)) > 1:
+            # a run logs a row, then its checkpoint: two rows mean one was written
+            raise InputError(f"--resume: {str(self.out)!r} holds metrics of several epochs "
+                             f"but no checkpoint.pt to continue from; use another --out "
+                             f"(or delete the folder to train it again)")
         if not resume and (metrics_path.exists() or checkpoint_path.exists()):
             raise InputError(f"--out: {str(self.out)!r} already holds a run; pass --resume "
                              f"to continue it or choose another folder")
@@ -363,12 +419,47 @@ class Trainer:
         rewrite_jsonl(metrics_path, [])
         return None, []
 
+    def _lowers_lr_after_nonfinite_stop(self, stored: dict) -> bool:
+        """Whether a resume changes only ``lr``, to a lower one, of a run stopped by a
+        non-finite loss or weights (``out/nonfinite.json``, written at the stop)."""
+        if not (self.out / NONFINITE_MARKER).exists():
+            return False
+        old_lr = stored.get("lr")
+        if isinstance(old_lr, bool) or not isinstance(old_lr, (int, float)):
+            return False
+        return (self.config.lr < old_lr
+                and not settings_differences({**stored, "lr": self.config.lr}, self.config))
+
+    def _refuse_other_finished_run(self, run_path: Path) -> None:
+        """A resume of a finished run whose checkpoint is gone: one InputError, naming
+        the settings that differ when its run.json says it ran others."""
+        try:
+            record = json.loads(run_path.read_bytes())
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+            raise InputError(f"--resume: {str(run_path)!r} is not a readable run record "
+                             f"({type(error).__name__}) and there is no checkpoint.pt; use "
+                             f"another --out") from None
+        stored = record.get("config") if isinstance(record, dict) else None
+        if not isinstance(stored, dict):
+            raise InputError(f"--resume: {str(run_path)!r} is not a run record (expected an "
+                             f"object with a 'config' table); use another --out")
+        differences = settings_differences(stored, self.config)
+        if differences:
+            raise InputError(f"--resume: the finished run in {str(self.out)!r} (run.json; its "
+                             f"checkpoint.pt is gone) used other settings "
+                             f"({describe_differences(differences)}); use another --out or "
+                             f"the same flags")
+        raise InputError(f"--resume: the run in {str(self.out)!r} finished (run.json) and its "
+                         f"checkpoint.pt is gone, so there is nothing to continue; its record "
+                         f"is kept; use another --out to train it again")
+
     def _run(self, *, resume: bool, device) -> dict:
         config = self.config
         metrics_path, checkpoint_path = self.out / "metrics.jsonl", self.out / "checkpoint.pt"
         splits, model, optimizer, scheduler, loader = self._setup(device)
         state, history = ddp.on_rank0(lambda: self._open_folder(resume))
         totals = {"examples": 0, "wall": 0.0}
+        lr_changes: list[dict] = []
         if state is not None:
             try:
                 model.load_state_dict(state["model"])
@@ -378,6 +469,11 @@ class Trainer:
                 torch.set_rng_state(state["torch_rng"])
                 self.augment_generator.set_state(state["augment_rng"])
                 totals = dict(state["totals"])
+                lr_changes = list(state.get("lr_changes", []))
+                if state["config"]["lr"] != config.lr:   # lowered after a non-finite stop
+                    _scale_learning_rate(optimizer, scheduler, config.lr / state["config"]["lr"])
+                    lr_changes.append({"after_epoch": loader.epoch_,
+                                       "from": state["config"]["lr"], "to": config.lr})
             except InputError:
                 raise
             except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
@@ -394,29 +490,56 @@ class Trainer:
         progress = _progress(range(loader.epoch_, config.epochs), total=config.epochs,
                              initial=loader.epoch_, quiet=self.quiet or not chief,
                              desc=f"{config.method} seed {config.seed}")
-        for _ in progress:
-            row = self._epoch(trained, model, optimizer, scheduler, loader, splits, device,
-                              totals)
-            history.append(row)
+        try:
+            for _ in progress:
+                row = self._epoch(trained, model, optimizer, scheduler, loader, splits,
+                                  device, totals)
+                history.append(row)
 
-            def save(row=row) -> None:
-                append_jsonl(metrics_path, row)
-                save_checkpoint({"config": dataclasses.asdict(config),
-                                 "model": model.state_dict(),
-                                 "optimizer": optimizer.state_dict(),
-                                 "scheduler": scheduler.state_dict(),
-                                 "loader": loader.state_dict(),
-                                 "torch_rng": torch.get_rng_state(),
-                                 "augment_rng": self.augment_generator.get_state(),
-                                 "totals": totals}, checkpoint_path)
+                def save(row=row) -> None:
+                    # only finite weights with finite losses are kept: a step that
+                    # overflowed leaves the last good checkpoint (and the log up to it)
+                    bad = nonfinite_entries(model.state_dict(), optimizer.state_dict())
+                    for name in ("train_loss", "val_loss", "test_loss"):
+                        if bad is None and not math.isfinite(row[name]):
+                            bad = f"the {name.replace('_', ' ')}"
+                    if bad:
+                        raise NonFiniteLoss(
+                            f"training: {bad} became NaN or inf in epoch {loader.epoch_}; "
+                            f"the last good checkpoint (epoch {loader.epoch_ - 1}) is kept in "
+                            f"{str(self.out)!r}: resume it with a lower --lr")
+                    append_jsonl(metrics_path, row)
+                    save_checkpoint({"config": dataclasses.asdict(config),
+                                     "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(),
+                                     "scheduler": scheduler.state_dict(),
+                                     "loader": loader.state_dict(),
+                                     "torch_rng": torch.get_rng_state(),
+                                     "augment_rng": self.augment_generator.get_state(),
+                                     "totals": totals,
+                                     # only after a lowered lr: the format is unchanged
+                                     **({"lr_changes": lr_changes} if lr_changes else {})},
+                                    checkpoint_path)
 
-            # rank 0 writes; a failed write (disk full) is raised on every rank, so none
-            # is left waiting in the next collective
-            ddp.on_rank0(save)
-            progress.show(row)
+                # rank 0 writes; a failed write (disk full) is raised on every rank, so
+                # none is left waiting in the next collective
+                ddp.on_rank0(save)
+                progress.show(row)
+        except NonFiniteLoss:
+            # the mark that lets a resume lower lr (the one change it may make)
+            ddp.on_rank0(lambda: atomic_write_bytes(
+                self.out / NONFINITE_MARKER,
+                json.dumps({"epoch": loader.epoch_, "lr": config.lr}).encode()))
+            raise
         record = run_record(config, history)
-        ddp.on_rank0(lambda: atomic_write_bytes(self.out / "run.json",
-                                                json.dumps(record, indent=1).encode()))
+        if lr_changes:
+            record["lr_changes"] = lr_changes
+
+        def finish() -> None:
+            atomic_write_bytes(self.out / "run.json", json.dumps(record, indent=1).encode())
+            (self.out / NONFINITE_MARKER).unlink(missing_ok=True)
+
+        ddp.on_rank0(finish)
         return record
 
     def _epoch(self, trained, model, optimizer, scheduler, loader, splits, device,
@@ -437,8 +560,8 @@ class Trainer:
             loss, batch_loss, batch_size = ddp.weighted_loss(losses, wb)
             if not torch.isfinite(batch_loss):
                 raise NonFiniteLoss(f"training: the loss became {float(batch_loss)} at epoch "
-                                    f"{loader.epoch_}; lower --lr. The last good checkpoint "
-                                    f"is kept in {str(self.out)!r}")
+                                    f"{loader.epoch_}; the last good checkpoint is kept in "
+                                    f"{str(self.out)!r}: resume it with a lower --lr")
             # each example's latest loss, for methods that prune by it (else a no-op)
             loader.record_losses(losses)
             optimizer.zero_grad(set_to_none=True)
