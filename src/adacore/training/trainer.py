@@ -526,10 +526,12 @@ class Trainer:
                 ddp.on_rank0(save)
                 progress.show(row)
         except NonFiniteLoss:
-            # the mark that lets a resume lower lr (the one change it may make)
-            ddp.on_rank0(lambda: atomic_write_bytes(
-                self.out / NONFINITE_MARKER,
-                json.dumps({"epoch": loader.epoch_, "lr": config.lr}).encode()))
+            # the mark that lets a resume lower lr (the one change it may make); rank 0
+            # writes it alone, no collective: a stop found while saving reaches the other
+            # ranks from on_rank0 as a plain InputError, and they are leaving already
+            if chief:
+                atomic_write_bytes(self.out / NONFINITE_MARKER, json.dumps(
+                    {"epoch": loader.epoch_, "lr": config.lr}).encode())
             raise
         record = run_record(config, history)
         if lr_changes:
