@@ -482,3 +482,17 @@ def test_resume_refuses_a_checkpoint_whose_contents_do_not_fit_and_a_damaged_run
     (tmp_path / "cmp" / "random" / "seed_0" / "run.json").write_text("[1, 2")
     with pytest.raises(InputError, match="not a readable run record"):
         compare(shared, ["random"], [0], tmp_path / "cmp", quiet=True, resume=True)
+
+
+def test_a_convolutional_model_gets_the_images():
+    # MNIST is stored as 784 values per example; LeNet reads 1 x 28 x 28 images
+    from adacore.models import takes_images
+    from adacore.training import TrainConfig
+
+    assert takes_images("lenet") and takes_images("resnet20") and not takes_images("mlp")
+    images = TrainConfig(model="lenet", dataset="mnist").load_splits()
+    rows = TrainConfig(model="mlp", dataset="mnist").load_splits()
+    assert tuple(images.train.x.shape[1:]) == (1, 28, 28)
+    assert tuple(rows.train.x.shape[1:]) == (784,)
+    assert torch.equal(images.val.x.reshape(len(images.val.x), -1), rows.val.x)
+    assert not takes_images("no-such-model")        # build_model names the choices

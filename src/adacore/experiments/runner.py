@@ -11,7 +11,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from adacore.data import load_dataset
 from adacore.experiments.report import write_report
 from adacore.experiments.run_records import check_margin
 from adacore.experiments.summary import DEFAULT_FULL_MARGIN
@@ -270,8 +269,7 @@ def _run_comparison(configs: dict, methods: list[str], seeds: list[int], out: Pa
                       flush=True)
             started = time.perf_counter()
             if splits is None:
-                splits = load_dataset(config.dataset, root=config.data_root,
-                                      imbalance_ratio=config.imbalance_ratio, seed=seed)
+                splits = config.load_splits(seed)
             record = run_one(config, folder, resume=resume, quiet=quiet, splits=splits)
             trained_seconds.append(time.perf_counter() - started)
             runs.append(record)
@@ -314,8 +312,7 @@ def probe_run(run_dir: str | Path, *, space: str = "logits") -> dict:
 
     state = load_checkpoint(Path(run_dir) / "checkpoint.pt")
     config = make_config(state["config"])
-    splits = load_dataset(config.dataset, root=config.data_root,
-                          imbalance_ratio=config.imbalance_ratio, seed=config.seed)
+    splits = config.load_splits()
     model = build_model(config.model, num_classes=splits.train.num_classes,
                         input_shape=tuple(splits.train.x.shape[1:]), seed=config.seed)
     model.load_state_dict(state["model"])

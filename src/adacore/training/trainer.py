@@ -20,7 +20,7 @@ from adacore.atomic import (atomic_write_bytes, check_output_file, prepare_folde
                             remove_stale_temporaries)
 from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
-from adacore.models import build_model
+from adacore.models import build_model, takes_images
 from adacore.selection.budgets import BUDGET_MODES
 from adacore.selection.facility_location import check_pool
 from adacore.selection.memory import parse_memory
@@ -145,6 +145,14 @@ class TrainConfig:
                                  f"{', '.join(accepted) or 'none'}") from None
             raise InputError(f"strategy_options: method {self.method!r} refused its options "
                              f"{self.strategy_options!r} ({error})") from None
+
+    def load_splits(self, seed: int | None = None):
+        """The run's dataset (:func:`adacore.data.load_dataset`), in the layout its model
+        reads: images for a convolutional model (MNIST's 784 values as 1 x 28 x 28)."""
+        flatten = False if takes_images(self.model) else None
+        return load_dataset(self.dataset, root=self.data_root,
+                            imbalance_ratio=self.imbalance_ratio,
+                            seed=self.seed if seed is None else seed, flatten=flatten)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -331,9 +339,7 @@ class Trainer:
 
     def _setup(self, device):
         config = self.config
-        splits = self.splits or load_dataset(config.dataset, root=config.data_root,
-                                             imbalance_ratio=config.imbalance_ratio,
-                                             seed=config.seed)
+        splits = self.splits or config.load_splits()
         if splits.val is None:
             raise InputError("dataset: a validation split is needed for model selection")
         torch.manual_seed(config.seed)
