@@ -160,3 +160,18 @@ def test_per_class_equals_separate_problems():
         start += budget
     assert np.all(labels[coreset.indices][:budgets[0]] == 0)
     assert coreset.weights.sum() == 600
+
+
+@pytest.mark.parametrize("pool", [None, 4])
+def test_identical_points_take_the_lowest_indices_at_once(pool):
+    # a collapsed model gives every example of a class the same gradient: all gains
+    # past the first pick are exactly 0; lazy must take what naive takes (the lowest
+    # open indices) without a full scan per pick (it took minutes at n = 5,000, k = 500)
+    X = np.ones((1500, 10), dtype=np.float32)
+    X[::7] = 2.0                                     # two distinct values
+    lazy = facility_location(X, 150, pool=pool)
+    naive = facility_location(X, 150, optimizer="naive", pool=pool)
+    np.testing.assert_array_equal(lazy.indices, naive.indices)
+    np.testing.assert_array_equal(lazy.gains, naive.gains)
+    np.testing.assert_array_equal(lazy.weights, naive.weights)
+    assert np.all(lazy.gains[2:] == 0) and lazy.weights.sum() == 1500

@@ -134,13 +134,22 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
         top = float(running.max())
         return torch.nonzero(running >= top - _WINDOW * abs(top) - floor).flatten()
 
-    for _ in range(k):
+    for step in range(k):
         window = near_top()
         if window.shape[0] > _WINDOW_LIMIT and not recomputed:
             # gains far below the last recomputation's scale: start afresh, so the
             # slack shrinks with them and the window with it
             running, floor = recompute()
+            recomputed = True
             window = near_top()
+        if recomputed and not float(running.max()) > 0.0:
+            # every open gain is exactly 0 and stays 0 (coverage only grows), e.g. a
+            # class of identical points: naive takes the lowest open indices in order,
+            # with gain 0; done at once instead of k - step full scans of the matrix
+            rest = torch.nonzero(~taken).flatten()[:k - step].tolist()
+            order.extend(rest)
+            values.extend([0.0] * len(rest))
+            break
         exact = gains.of(window)
         position = int(torch.argmax(exact))
         j = int(window[position])
