@@ -142,15 +142,22 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
             running, floor = recompute()
             recomputed = True
             window = near_top()
-        if recomputed and not float(running.max()) > 0.0:
-            # every open gain is exactly 0 and stays 0 (coverage only grows), e.g. a
-            # class of identical points: naive takes the lowest open indices in order,
-            # with gain 0; done at once instead of k - step full scans of the matrix
-            rest = torch.nonzero(~taken).flatten()[:k - step].tolist()
-            order.extend(rest)
-            values.extend([0.0] * len(rest))
-            break
         exact = gains.of(window)
+        if not float(exact.max()) > 0.0:
+            # the best of the window gains nothing: check every open gain afresh
+            if not recomputed:
+                running, floor = recompute()
+                recomputed = True
+            if not float(running.max()) > 0.0:
+                # every open gain is exactly 0 and stays 0 (coverage only grows), e.g.
+                # a class of identical points: naive takes the lowest open indices in
+                # order, with gain 0; done at once, not by k - step full scans
+                rest = torch.nonzero(~taken).flatten()[:k - step].tolist()
+                order.extend(rest)
+                values.extend([0.0] * len(rest))
+                break
+            window = near_top()
+            exact = gains.of(window)
         position = int(torch.argmax(exact))
         j = int(window[position])
         order.append(j)
