@@ -5,7 +5,9 @@ quarter of one for a CNN). Both are timed in one process, interleaved and repeat
 table reports median seconds and the ratio round / epoch. The model is trained for one
 epoch first, so the gradients are those of a model part-way through training. The
 gradient-error column is the round's relative error on the vectors the method selected
-on (AdaCore's preconditioned ones), so that a faster engine's price in quality shows.
+on (AdaCore's preconditioned ones), the mean over the repeats, repeat r selecting with
+seed r (the seed draws the pool and the neighbour search; the dense engine is
+deterministic), so that a faster engine's price in quality shows.
 
     adacore bench round [--model mlp|lenet] [--repeats 3] [--fraction 0.01]
                         [--pool 8 16] [--neighbors 32] [--json]
@@ -54,9 +56,11 @@ def round_error(coreset) -> float | None:
     return coreset.metadata.get("gradient_error") if value is None else value
 
 
-def selection_round(model, x, y, method, space, fraction, neighbors=None, pool=None):
-    """Probe ``model`` on (x, y) in ``space`` and select once with a fresh ``method``."""
-    options = {} if neighbors is None else {"neighbors": neighbors}
+def selection_round(model, x, y, method, space, fraction, neighbors=None, pool=None,
+                    seed=0):
+    """Probe ``model`` on (x, y) in ``space`` and select once with a fresh ``method``
+    (``seed``: the strategy's, which draws the pool and the neighbour search)."""
+    options = {"seed": seed} if neighbors is None else {"neighbors": neighbors, "seed": seed}
     if pool is not None:
         options["pool"] = pool
     strategy = get_strategy(method, fraction=fraction, **options)
@@ -75,17 +79,18 @@ def _cases(model, x, y, args) -> dict:
         for space in spaces:
             cases[f"{method} round, {space}"] = (
                 {"method": method, "space": space, "neighbors": None, "pool": None},
-                lambda m=method, s=space: selection_round(model, x, y, m, s, args.fraction))
+                lambda seed, m=method, s=space: selection_round(model, x, y, m, s,
+                                                                args.fraction, seed=seed))
         for pool in args.pool:
             cases[f"{method} round, logits, pool {pool:g}"] = (
                 {"method": method, "space": "logits", "neighbors": None, "pool": pool},
-                lambda m=method, p=pool: selection_round(model, x, y, m, "logits",
-                                                         args.fraction, pool=p))
+                lambda seed, m=method, p=pool: selection_round(
+                    model, x, y, m, "logits", args.fraction, pool=p, seed=seed))
         for neighbors in args.neighbors:
             cases[f"{method} round, logits, sparse K = {neighbors}"] = (
                 {"method": method, "space": "logits", "neighbors": neighbors, "pool": None},
-                lambda m=method, k=neighbors: selection_round(model, x, y, m, "logits",
-                                                              args.fraction, k))
+                lambda seed, m=method, k=neighbors: selection_round(
+                    model, x, y, m, "logits", args.fraction, k, seed=seed))
     return cases
 
 
@@ -111,17 +116,17 @@ def main(argv=None):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     generator = torch.Generator().manual_seed(0)
     full_epoch(model, optimizer, x, y, generator)          # warm-up and a trained model
-    cases = {EPOCH: ({}, lambda: full_epoch(model, optimizer, x, y, generator)),
+    cases = {EPOCH: ({}, lambda seed: full_epoch(model, optimizer, x, y, generator)),
              **_cases(model, x, y, args)}
     times = {name: [] for name in cases}
     errors, selects = {}, {}
-    for _ in range(args.repeats):
+    for repeat in range(args.repeats):
         for name, (_, case) in cases.items():
             start = time.perf_counter()
-            coreset = case()
+            coreset = case(repeat)          # repeat r selects with seed r
             times[name].append(time.perf_counter() - start)
             if coreset is not None:
-                errors[name] = round_error(coreset)
+                errors.setdefault(name, []).append(round_error(coreset))
                 selects.setdefault(name, []).append(coreset.metadata["select_seconds"])
     epoch = statistics.median(times[EPOCH])
     rows = []
@@ -131,7 +136,7 @@ def main(argv=None):
         seconds = statistics.median(times[name])
         rows.append({**description, "seconds": seconds, "epochs": seconds / epoch,
                      "select_seconds": statistics.median(selects[name]),
-                     "gradient_error": errors.get(name)})
+                     "gradient_error": statistics.mean(errors[name])})
     if args.json:
         print(json.dumps({"full_epoch_seconds": epoch, "model": args.model,
                           "fraction": args.fraction, "threads": torch.get_num_threads(),

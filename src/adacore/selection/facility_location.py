@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from adacore.coreset import Coreset
-from adacore.selection.distances import pairwise_distances
+from adacore.selection.distances import pairwise_distances, squared_distances
 from adacore.selection.memory import (dense_bytes, format_bytes, pool_bytes,
                                       resolve_memory_limit, sparse_bytes)
 from adacore.selection.neighbors import SEARCHES
@@ -281,8 +281,10 @@ def candidate_pool(X: torch.Tensor, size: int, rng: np.random.Generator,
         keys = torch.from_numpy(rng.exponential(size=n)).to(weight.device) / weight
         new = torch.topk(keys, take, largest=False).indices
         chosen[new] = True
-        nearest = pairwise_distances(points, points[new]).min(dim=1).values.double()
-        weight = torch.minimum(weight, nearest.square())
+        # squared distances straight from the Gram identity (centred, so little
+        # cancellation); a sampling weight needs no square root
+        nearest = squared_distances(centred, centred[new]).min(dim=1).values
+        weight = torch.minimum(weight, nearest.clamp_min_(0.0).double())
     missing = size - int(chosen.sum())
     if missing > 0:
         free = torch.nonzero(~chosen).flatten().cpu().numpy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -30,8 +31,10 @@ def parse_memory(value, name: str = "max_memory") -> int:
     return amount
 
 
+@functools.lru_cache(maxsize=1)
 def machine_memory() -> int:
-    """Physical memory, or the cgroup limit of this process when that is smaller."""
+    """Physical memory, or the cgroup limit of this process when that is smaller (read
+    once per process: every class's problem asks, and the files cost a millisecond)."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:

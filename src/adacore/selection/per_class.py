@@ -57,8 +57,9 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
     would exceed ``max_memory`` (see
     :func:`adacore.selection.facility_location.facility_location`). Up to ``workers``
     classes are solved at once, in threads (:func:`class_workers`: by default one per
-    torch thread on CPU, within ``max_memory``); every class draws from its own
-    generator, so the result does not depend on ``workers``. The picks are concatenated
+    torch thread on CPU, within ``max_memory``), torch's intra-op threads divided
+    among them for the duration (``torch.set_num_threads``, restored after); every
+    class draws from its own generator, so the result does not depend on ``workers``. The picks are concatenated
     in increasing label order.
     """
     workers = class_workers(workers, vectors, labels, budgets, neighbors=neighbors,
@@ -79,8 +80,15 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
     if workers == 1:
         solved = [one(item) for item in items]
     else:
-        with ThreadPoolExecutor(max_workers=workers) as executor:
-            solved = list(executor.map(one, items))
+        # the threads share torch's intra-op threads: each class gets its share, so
+        # that W classes at once do not start W times the cores' threads (restored after)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(max(1, previous // workers))
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as executor:
+                solved = list(executor.map(one, items))
+        finally:
+            torch.set_num_threads(previous)
     indices, weights, gains, singletons, engines = [], [], [], 0, {}
     for picks, class_gains, class_weights, info in solved:
         indices.append(picks)
