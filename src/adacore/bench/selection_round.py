@@ -66,7 +66,7 @@ def selection_round(model, x, y, method, space, fraction, neighbors=None, pool=N
     strategy = get_strategy(method, fraction=fraction, **options)
     wants_diag = "hessian_diag" in strategy.requires
     result = probe(model, x, y, space=space, hessian="closed_form" if wants_diag else None,
-                   batch_size=4096)
+                   batch_size=512)
     extra = {"hessian_diag": result.hessian_diag} if wants_diag else {}
     return strategy.select(result.grads, y.numpy(), **extra)
 

@@ -114,8 +114,9 @@ def accuracy_figure(runs: Sequence[Mapping], *, x: str = "epoch") -> Figure:
         mean, std = _band(100 * values["test_accuracy"])
         xs = epochs if x_key is None else values[x_key].mean(axis=0)
         (line,) = axes.plot(xs, mean, label=f"{method} (n={len(group)})", linewidth=1.5)
-        axes.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2,
-                          linewidth=0)
+        # an accuracy band stays within [0, 100] (a collapsed seed makes std large)
+        axes.fill_between(xs, np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100),
+                          color=line.get_color(), alpha=0.2, linewidth=0)
     axes.legend(fontsize=8)
     return figure
 
@@ -170,8 +171,9 @@ def time_to_accuracy_figure(runs: Sequence[Mapping], *, margin: float = DEFAULT_
         mean, std = _band(100 * values["test_accuracy"])
         xs = values["wall_seconds"].mean(axis=0)
         (line,) = axes.plot(xs, mean, label=f"{method} (n={len(group)})", linewidth=1.5)
-        axes.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2,
-                          linewidth=0)
+        # an accuracy band stays within [0, 100] (a collapsed seed makes std large)
+        axes.fill_between(xs, np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100),
+                          color=line.get_color(), alpha=0.2, linewidth=0)
         colors[method] = line.get_color()
     if timing["threshold"] is not None:
         axes.axhline(100 * timing["threshold"], color="black", linestyle="--", linewidth=1,

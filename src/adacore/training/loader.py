@@ -113,7 +113,7 @@ class CoresetLoader:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, strategy: Strategy, *,
                  batch_size: int = 128, select_every: int = 1, warm_start_epochs: int = 0,
-                 space: str = "auto", probe_batch_size: int = 2048, seed: int = 0,
+                 space: str = "auto", probe_batch_size: int = 512, seed: int = 0,
                  device=None, val_x: torch.Tensor | None = None,
                  val_y: torch.Tensor | None = None, projection_dim: int | None = None,
                  transform=None, distributed: bool | None = None):

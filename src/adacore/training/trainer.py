@@ -69,7 +69,8 @@ class TrainConfig:
     imbalance_ratio: float | None = None
     device: str = "auto"
     eval_batch_size: int = 4096
-    probe_batch_size: int = 2048
+    # 512: as fast as 2048 for the MLP, twice as fast for LeNet (BENCHMARKS.md)
+    probe_batch_size: int = 512
     augment: str = "none"
     projection_dim: int | None = None
     neighbors: int | None = None
