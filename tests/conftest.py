@@ -19,3 +19,17 @@ def recorded_compare(tmp_path, monkeypatch):
 
     monkeypatch.setattr("adacore.experiments.runner.compare", fake_compare)
     return seen
+
+
+@pytest.fixture
+def title_fits():
+    """A check that a figure's title lies inside the figure once drawn."""
+    def check(figure):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        title = figure.axes[0].title.get_window_extent(canvas.get_renderer())
+        assert figure.bbox.x0 <= title.x0 and title.x1 <= figure.bbox.x1, title
+        assert title.y1 <= figure.bbox.y1
+    return check

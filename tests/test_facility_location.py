@@ -19,9 +19,11 @@ def objective(X, subset):
     return similarity[:, list(subset)].max(axis=1).sum()
 
 
-def reference_greedy(X, k):
-    """Plain greedy in float64 NumPy: every gain recomputed, ties to the lowest index."""
-    distances = cdist(X, X)
+def reference_greedy(X, k, candidates=None):
+    """Plain greedy in float64 NumPy: every gain recomputed, ties to the lowest index;
+    picks among the rows ``candidates`` (all rows when None), every row covered."""
+    candidates = np.arange(X.shape[0]) if candidates is None else np.asarray(candidates)
+    distances = cdist(X[candidates], X)
     similarity = distances.max() - distances
     best = np.zeros(X.shape[0])
     order = []
@@ -31,7 +33,7 @@ def reference_greedy(X, k):
         j = int(np.argmax(gains))
         order.append(j)
         best = np.maximum(best, similarity[j])
-    return order
+    return [int(candidates[j]) for j in order]
 
 
 def data(seed, n=300, d=8):

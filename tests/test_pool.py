@@ -17,6 +17,7 @@ from adacore import facility_location, get_strategy
 from adacore.selection import per_class_budgets, per_class_facility_location
 from adacore.selection.facility_location import candidate_pool, plan_engine, pool_size
 from adacore.validation import InputError
+from test_facility_location import reference_greedy
 
 
 def blobs(seed, n=600, d=6, centres=12):
@@ -24,21 +25,6 @@ def blobs(seed, n=600, d=6, centres=12):
     middle = rng.standard_normal((centres, d)) * 4
     X = middle[rng.integers(0, centres, n)] + rng.standard_normal((n, d)) * 0.5
     return X.astype(np.float32)
-
-
-def reference_pool_greedy(X, k, candidates):
-    """Greedy in float64: candidates are the pool's rows, every point is covered."""
-    distances = cdist(X[candidates], X)
-    similarity = distances.max() - distances
-    best = np.zeros(X.shape[0])
-    order = []
-    for _ in range(k):
-        gains = np.maximum(similarity - best[None, :], 0).sum(axis=1)
-        gains[order] = -np.inf
-        j = int(np.argmax(gains))
-        order.append(j)
-        best = np.maximum(best, similarity[j])
-    return [int(candidates[j]) for j in order]
 
 
 def cost(X, picks):
@@ -55,7 +41,7 @@ def test_pool_greedy_equals_float64_reference_on_the_same_pool(seed, optimizer):
     pool = candidate_pool(torch.from_numpy(X), size, np.random.default_rng(seed)).numpy()
     chosen = facility_location(X, k, pool=factor, seed=seed, optimizer=optimizer)
     assert chosen.metadata["engine"] == "pool" and chosen.metadata["candidates"] == size
-    assert list(chosen.indices) == reference_pool_greedy(X, k, pool)
+    assert list(chosen.indices) == reference_greedy(X, k, pool)
     assert set(chosen.indices) <= set(pool)
     # the gains add up to F over all points, and never increase
     distances = cdist(X, X[pool])

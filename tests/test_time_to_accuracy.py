@@ -354,15 +354,8 @@ def test_time_to_accuracy_figure():
 
 
 @pytest.mark.parametrize("runs", [all_runs, lambda: copy.deepcopy(ADACORE + RANDOM)])
-def test_time_to_accuracy_title_fits_inside_the_figure(runs):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    figure = time_to_accuracy_figure(runs())
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    title = figure.axes[0].title.get_window_extent(canvas.get_renderer())
-    assert figure.bbox.x0 <= title.x0 and title.x1 <= figure.bbox.x1, title
-    assert title.y1 <= figure.bbox.y1
+def test_time_to_accuracy_title_fits_inside_the_figure(runs, title_fits):
+    title_fits(time_to_accuracy_figure(runs()))
 
 
 def test_write_report_new_keys_and_plot(tmp_path):
