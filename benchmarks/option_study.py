@@ -65,12 +65,16 @@ PRESETS = {
         "gradmatch per class, per gradient (CORDS)": {
             "method": "gradmatch", "strategy_options": {"per_gradient": True}},
     },
-    # the selection engine: exact greedy over every example against a D^2-sampled pool
+    # the selection engine: exact greedy over every example against a D^2-sampled pool,
+    # refined by Voronoi iterations (the default, 2) or not
     "pool": {"adacore, every example": {"method": "adacore"},
              "adacore, pool 8": {"method": "adacore", "pool": 8.0},
-             "adacore, pool 16": {"method": "adacore", "pool": 16.0},
+             "adacore, pool 8, refine 0": {"method": "adacore", "pool": 8.0, "refine": 0},
+             "adacore, pool 4": {"method": "adacore", "pool": 4.0},
              "craig, every example": {"method": "craig"},
-             "craig, pool 8": {"method": "craig", "pool": 8.0}},
+             "craig, pool 8": {"method": "craig", "pool": 8.0},
+             "craig, pool 8, refine 0": {"method": "craig", "pool": 8.0, "refine": 0},
+             "craig, pool 4": {"method": "craig", "pool": 4.0}},
     # each method with its defaults (AdaCore's smoothing included) and either split
     "budgets": {f"{method} {budget}": {"method": method, "budget": budget}
                 for method in ("adacore", "craig", "gradmatch", "glister", "random")

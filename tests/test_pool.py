@@ -39,7 +39,7 @@ def test_pool_greedy_equals_float64_reference_on_the_same_pool(seed, optimizer):
     k, factor = 15, 4
     size = pool_size(len(X), k, factor)
     pool = candidate_pool(torch.from_numpy(X), size, np.random.default_rng(seed)).numpy()
-    chosen = facility_location(X, k, pool=factor, seed=seed, optimizer=optimizer)
+    chosen = facility_location(X, k, pool=factor, seed=seed, optimizer=optimizer, refine=0)
     assert chosen.metadata["engine"] == "pool" and chosen.metadata["candidates"] == size
     assert list(chosen.indices) == reference_greedy(X, k, pool)
     assert set(chosen.indices) <= set(pool)
@@ -173,12 +173,13 @@ def test_bench_round_json(monkeypatch, capsys):
     train = types.SimpleNamespace(x=torch.rand(400, 784, generator=generator),
                                   y=torch.arange(400) % 10)
     monkeypatch.setattr(module, "load_dataset", lambda name: types.SimpleNamespace(train=train))
-    module.main(["--repeats", "1", "--fraction", "0.05", "--pool", "4", "--neighbors",
-                 "--logits-only", "--json"])
+    module.main(["--repeats", "1", "--fraction", "0.05", "--pool", "4", "--refine", "0",
+                 "2", "--neighbors", "--logits-only", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["full_epoch_seconds"] > 0 and report["model"] == "mlp"
-    rows = {(row["method"], row["pool"]): row for row in report["rounds"]}
-    assert set(rows) == {("adacore", None), ("adacore", 4), ("craig", None), ("craig", 4)}
+    rows = {(row["method"], row["pool"], row["refine"]): row for row in report["rounds"]}
+    assert set(rows) == {(method, pool, refine) for method in ("adacore", "craig")
+                         for pool, refine in ((None, 0), (4, 0), (4, 2))}
     for row in report["rounds"]:
         assert row["space"] == "logits" and row["neighbors"] is None
         assert row["epochs"] == pytest.approx(row["seconds"] / report["full_epoch_seconds"])
@@ -214,3 +215,109 @@ def test_pool_size_falls_back_to_every_point_above_half_the_class():
     assert pool_size(5000, 50, 1) == 50             # never fewer candidates than picks
     assert pool_size(5000, 50, None) == 5000
     assert pool_size(5000, 50, 1.01) == 51          # ceil
+
+
+# --- refinement: Voronoi iterations after the greedy --------------------------------
+
+
+def brute_medoid_step(X, picks):
+    """One Voronoi iteration in float64 NumPy: nearest pick (ties to the earliest, a pick
+    its own), then each pick moved to the member with the least summed distance, kept
+    when none is lower by more than a relative 1e-6."""
+    picks = list(picks)
+    distances = cdist(X, X[picks])
+    nearest = np.argmin(distances, axis=1)
+    nearest[picks] = np.arange(len(picks))
+    moved = []
+    for t, pick in enumerate(picks):
+        members = np.flatnonzero(nearest == t)
+        totals = cdist(X[members], X[members]).sum(axis=1)
+        best = int(np.argmin(totals))
+        mine = int(np.flatnonzero(members == pick)[0])
+        moved.append(int(members[best]) if totals[best] < totals[mine] * (1 - 1e-6)
+                     else pick)
+    return moved
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_refinement_is_the_brute_force_voronoi_iteration_and_never_raises_the_cost(seed):
+    X = blobs(seed, n=700, centres=15).astype(np.float64)
+    start = facility_location(X, 12, pool=2, refine=0, seed=seed).indices
+    picks, costs = list(start), [cost(X, start)]
+    for iterations in (1, 2, 3):
+        refined = facility_location(X, 12, pool=2, refine=iterations, seed=seed)
+        picks = brute_medoid_step(X, picks)
+        # the same picks as the float64 reference, in the greedy's order
+        assert list(refined.indices) == picks
+        assert refined.metadata["refine"] == iterations
+        costs.append(cost(X, refined.indices))
+    assert all(later <= earlier + 1e-9 for earlier, later in zip(costs, costs[1:]))
+    assert costs[-1] < costs[0]                      # the pool alone missed medoids
+
+
+def test_refined_gains_weights_and_metadata_are_those_of_the_final_picks():
+    X = blobs(7, n=900, centres=20)
+    coreset = facility_location(X, 25, pool=4)        # default: 2 iterations
+    assert coreset.metadata["refine"] == 2 and 1 <= coreset.metadata["refine_moved"] <= 2
+    picks = coreset.indices
+    distances = cdist(X, X[picks])
+    # gains: F's marginal gains in the returned order, c at least the largest distance
+    # from a pick, so they add up to F(S) = n c - sum_i min_j d_ij for that c
+    largest = (coreset.gains[0] + distances[:, 0].sum()) / len(X)    # g_1 = n c - sum d
+
+    assert largest >= distances.max() - 1e-3
+    value = (largest - distances).max(axis=1).sum()
+    assert coreset.gains.sum() == pytest.approx(value, rel=1e-5)
+    nearest = np.argmin(distances, axis=1)
+    nearest[picks] = np.arange(len(picks))
+    np.testing.assert_array_equal(coreset.weights, np.bincount(nearest, minlength=25))
+
+
+def test_refined_pool_reaches_the_exact_greedy_cost():
+    # measured on MNIST's AdaCore gradients too: a pool of 8 k, refined twice, ends at
+    # or below the exact greedy's sum of distances (29,464 against 29,555)
+    for seed in range(3):
+        X = blobs(seed, n=1500, centres=40)
+        dense = facility_location(X, 30)
+        refined = facility_location(X, 30, pool=8, seed=seed)
+        assert cost(X, refined.indices) <= 1.01 * cost(X, dense.indices)
+        # and refining the exact greedy can only help it
+        polished = facility_location(X, 30, refine=2)
+        assert polished.metadata["engine"] == "dense"
+        assert cost(X, polished.indices) <= cost(X, dense.indices) + 1e-6
+
+
+def test_a_large_cluster_looks_for_its_medoid_near_its_mean():
+    from adacore.selection.facility_location import refine_medoids
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(rng.standard_normal((400, 3)))
+    far = int(torch.argmax(X.norm(dim=1)))         # start from the outermost point
+    # with every member a candidate the medoid is the brute-force one
+    picks, moved = refine_medoids(X, [far], 1, limit=1000)
+    totals = cdist(X.numpy(), X.numpy()).sum(axis=1)
+    assert moved == 1 and int(picks[0]) == int(np.argmin(totals))
+    # with 20 candidates: the best of the 20 nearest the mean (and the pick itself)
+    picks, _ = refine_medoids(X, [far], 1, limit=20)
+    near = np.argsort(np.linalg.norm(X.numpy() - X.numpy().mean(axis=0), axis=1))[:20]
+    assert int(picks[0]) == int(near[np.argmin(totals[near])])
+
+
+def test_refinement_of_duplicates_and_tiny_clusters_moves_nothing():
+    X = np.zeros((30, 2), dtype=np.float32)
+    X[:3] = [[5, 5], [5, 5], [9, 9]]
+    coreset = facility_location(X, 3, pool=1, refine=3)
+    assert coreset.metadata["refine_moved"] == 0 or cost(X, coreset.indices) == 0
+    assert coreset.weights.sum() == 30 and np.all(coreset.weights >= 1)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True, float("nan")])
+def test_bad_refine_is_refused_naming_it(bad):
+    with pytest.raises(InputError, match="refine"):
+        facility_location(blobs(0, n=50), 5, pool=2, refine=bad)
+    with pytest.raises(InputError, match="refine"):
+        get_strategy("adacore", fraction=0.1, refine=bad)
+
+
+def test_refine_with_greedi_is_refused():
+    with pytest.raises(InputError, match="refine"):
+        get_strategy("craig", fraction=0.1, refine=1, client="tcp://127.0.0.1:1")

@@ -87,7 +87,7 @@ def _select(args: argparse.Namespace) -> int:
         options["eps"] = args.eps
     engine = {"neighbors": args.neighbors, "neighbor_search": args.neighbor_search,
               "max_memory": args.max_memory, "client": args.scheduler,
-              "partitions": args.partitions, "pool": args.pool}
+              "partitions": args.partitions, "pool": args.pool, "refine": args.refine}
     given = {name: value for name, value in engine.items()
              if value is not None and not (name == "neighbor_search" and value == "auto")}
     if given and method not in ("adacore", "craig"):
@@ -176,6 +176,8 @@ _HELP = {
                   "half the machine's); over it the sparse engine runs, or the run refuses",
     "pool": "adacore/craig: choose each class's k picks among pool * k candidates drawn "
             "by D^2 sampling (all examples still covered); unset: every example",
+    "refine": "adacore/craig: Voronoi iterations after each class's greedy (each pick moves "
+              "to its cluster's medoid); unset: 2 with --pool, 0 without",
 }
 
 
@@ -196,7 +198,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         kind = type(default) if default is not None else (
             {"imbalance_ratio": float, "projection_dim": int, "neighbors": int,
-             "pool": float}.get(field.name, str))
+             "pool": float, "refine": int}.get(field.name, str))
         parser.add_argument(flag, type=kind, default=None,
                             help=f"{_HELP.get(field.name, '')} (default {default})".strip())
 
@@ -390,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="choose each class's k picks among ceil(FACTOR k) candidates "
                              "drawn by D^2 sampling, every point still covered (default: "
                              "every point a candidate)")
+    select.add_argument("--refine", type=int, metavar="N",
+                        help="Voronoi iterations after each class's greedy: each pick moves "
+                             "to its cluster's medoid (default: 2 with --pool, 0 without)")
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run GreeDi on this Dask scheduler, e.g. tcp://host:8786")
     select.add_argument("--partitions", type=int,

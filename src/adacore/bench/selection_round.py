@@ -10,12 +10,12 @@ seed r (the seed draws the pool and the neighbour search; the dense engine is
 deterministic), so that a faster engine's price in quality shows.
 
     adacore bench round [--model mlp|lenet] [--repeats 3] [--fraction 0.01]
-                        [--pool 8 16] [--neighbors 32] [--json]
+                        [--pool 8 16] [--refine 0 2] [--neighbors 32] [--json]
 
 ``--json`` prints one object instead of the table:
 ``{"full_epoch_seconds": s, "model", "fraction", "threads", "repeats", "rounds":
 [{"method", "space", "seconds", "epochs", "select_seconds", "gradient_error",
-"neighbors", "pool"}, ...]}`` (``epochs`` = seconds / full_epoch_seconds).
+"neighbors", "pool", "refine"}, ...]}`` (``epochs`` = seconds / full_epoch_seconds).
 """
 
 from __future__ import annotations
@@ -57,12 +57,14 @@ def round_error(coreset) -> float | None:
 
 
 def selection_round(model, x, y, method, space, fraction, neighbors=None, pool=None,
-                    seed=0):
+                    seed=0, refine=None):
     """Probe ``model`` on (x, y) in ``space`` and select once with a fresh ``method``
     (``seed``: the strategy's, which draws the pool and the neighbour search)."""
     options = {"seed": seed} if neighbors is None else {"neighbors": neighbors, "seed": seed}
     if pool is not None:
         options["pool"] = pool
+    if refine is not None:
+        options["refine"] = refine
     strategy = get_strategy(method, fraction=fraction, **options)
     wants_diag = "hessian_diag" in strategy.requires
     result = probe(model, x, y, space=space, hessian="closed_form" if wants_diag else None,
@@ -78,17 +80,22 @@ def _cases(model, x, y, args) -> dict:
         spaces = ("logits",) if args.logits_only else ("logits", "last_layer")
         for space in spaces:
             cases[f"{method} round, {space}"] = (
-                {"method": method, "space": space, "neighbors": None, "pool": None},
+                {"method": method, "space": space, "neighbors": None, "pool": None,
+                 "refine": 0},
                 lambda seed, m=method, s=space: selection_round(model, x, y, m, s,
                                                                 args.fraction, seed=seed))
         for pool in args.pool:
-            cases[f"{method} round, logits, pool {pool:g}"] = (
-                {"method": method, "space": "logits", "neighbors": None, "pool": pool},
-                lambda seed, m=method, p=pool: selection_round(
-                    model, x, y, m, "logits", args.fraction, pool=p, seed=seed))
+            for refine in args.refine:
+                cases[f"{method} round, logits, pool {pool:g}, refine {refine}"] = (
+                    {"method": method, "space": "logits", "neighbors": None, "pool": pool,
+                     "refine": refine},
+                    lambda seed, m=method, p=pool, r=refine: selection_round(
+                        model, x, y, m, "logits", args.fraction, pool=p, seed=seed,
+                        refine=r))
         for neighbors in args.neighbors:
             cases[f"{method} round, logits, sparse K = {neighbors}"] = (
-                {"method": method, "space": "logits", "neighbors": neighbors, "pool": None},
+                {"method": method, "space": "logits", "neighbors": neighbors, "pool": None,
+                 "refine": 0},
                 lambda seed, m=method, k=neighbors: selection_round(
                     model, x, y, m, "logits", args.fraction, k, seed=seed))
     return cases
@@ -102,6 +109,9 @@ def main(argv=None):
     parser.add_argument("--pool", type=float, nargs="*", default=[8],
                         help="also time the pool engine with these candidate factors "
                              "(logit space)")
+    parser.add_argument("--refine", type=int, nargs="+", default=[2],
+                        help="Voronoi iterations after the pool engine's greedy, one row "
+                             "each (default 2, the engine's)")
     parser.add_argument("--neighbors", type=int, nargs="*", default=[32],
                         help="also time the sparse engine with these K (logit space)")
     parser.add_argument("--logits-only", action="store_true",

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from adacore.coreset import Coreset
-from adacore.selection.distances import pairwise_distances, squared_distances
+from adacore.selection.distances import (cross_distances, pairwise_distances,
+                                         squared_distances)
 from adacore.selection.memory import (dense_bytes, format_bytes, pool_bytes,
                                       resolve_memory_limit, sparse_bytes)
 from adacore.selection.neighbors import SEARCHES
@@ -212,19 +213,124 @@ def _stochastic(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float)
 OPTIMIZERS: dict[str, Callable] = {"naive": _naive, "lazy": _lazy, "stochastic": _stochastic}
 
 
-def cluster_weights(similarity: torch.Tensor, order: list[int]) -> np.ndarray:
-    """Cluster sizes: each point goes to its most similar selected point.
-
-    Ties go to the point selected earlier; a selected point always belongs to its own
-    cluster (so duplicates selected twice both keep a weight of at least 1).
-    """
-    picks = torch.as_tensor(order, dtype=torch.long, device=similarity.device)
-    # rows of the picks (s is symmetric): a contiguous gather, several times faster
-    # than the columns; the first maximum is the earliest pick
-    nearest = torch.argmax(similarity[picks], dim=0)
-    nearest[picks] = torch.arange(picks.shape[0], device=similarity.device)
+def _cluster_sizes(rows: torch.Tensor, picks: torch.Tensor) -> np.ndarray:
+    """Cluster sizes from ``rows``, the (k, n) similarities of the picks (in selection
+    order) to every point, and ``picks``, their columns: each point goes to its most
+    similar pick, ties to the earliest (argmax's first maximum), and a pick always to
+    itself (so a point selected twice keeps a weight of at least 1 for each)."""
+    nearest = torch.argmax(rows, dim=0)
+    nearest[picks] = torch.arange(picks.shape[0], device=rows.device)
     counts = torch.bincount(nearest, minlength=picks.shape[0])
     return counts.cpu().numpy().astype(np.float64)
+
+
+def cluster_weights(similarity: torch.Tensor, order: list[int]) -> np.ndarray:
+    """Cluster sizes of the picks ``order`` under the square similarity (see
+    :func:`_cluster_sizes`); the picks' rows are read (s is symmetric), a contiguous
+    gather several times faster than the columns."""
+    picks = torch.as_tensor(order, dtype=torch.long, device=similarity.device)
+    return _cluster_sizes(similarity[picks], picks)
+
+
+# Voronoi iterations the pool engine runs after its greedy (``refine=None``)
+POOL_REFINE = 2
+# A cluster larger than this looks for its medoid among this many of its members, those
+# nearest its mean: the step then costs at most this many distances per point
+MEDOID_CANDIDATES = 1024
+# elements of one block of distances in the refinement (about 16 MiB of float32)
+_REFINE_BLOCK = 1 << 22
+
+
+def _nearest_pick(X: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """For every row of ``X``, the position in ``picks`` of its nearest pick (ties to the
+    earliest), a pick always its own."""
+    nearest = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
+    columns = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
+    chosen = X[picks]
+    for start in range(0, X.shape[0], columns):
+        block = cross_distances(chosen, X[start:start + columns])
+        nearest[start:start + columns] = torch.argmin(block, dim=0)   # first minimum
+    nearest[picks] = torch.arange(picks.shape[0], device=X.device)
+    return nearest
+
+
+def _medoid(points: torch.Tensor, current: int, limit: int) -> int:
+    """The row of ``points`` with the least summed distance to all of them, among every
+    row (at most ``limit`` rows: else the ``limit`` nearest the mean, and ``current``);
+    ``current`` is kept unless another row is lower by more than a relative 1e-6, so
+    that float rounding can neither move a pick nor make the iteration cycle."""
+    m = points.shape[0]
+    if m <= limit:
+        candidates = None
+        # centred on the cluster's own mean: the Gram identity's loss stays small
+        totals = pairwise_distances(points).sum(dim=1, dtype=torch.float64)
+        mine = current
+    else:
+        spread = cross_distances(points.mean(dim=0, keepdim=True), points)[0]
+        near = torch.topk(spread, limit, largest=False).indices
+        candidates = torch.unique(torch.cat([near, near.new_tensor([current])]))
+        rows = points[candidates]
+        totals = torch.zeros(candidates.shape[0], dtype=torch.float64, device=points.device)
+        columns = max(1, _REFINE_BLOCK // candidates.shape[0])
+        for start in range(0, m, columns):
+            totals += cross_distances(rows, points[start:start + columns]).sum(
+                dim=1, dtype=torch.float64)
+        mine = int(torch.nonzero(candidates == current)[0])
+    position = int(torch.argmin(totals))
+    if not float(totals[position]) < float(totals[mine]) * (1.0 - 1e-6):
+        return current
+    return position if candidates is None else int(candidates[position])
+
+
+def refine_medoids(X: torch.Tensor, picks, iterations: int,
+                   limit: int = MEDOID_CANDIDATES) -> tuple[torch.Tensor, int]:
+    """Voronoi iteration (alternating k-medoids, Park and Jun 2009) from ``picks``.
+
+    Each iteration assigns every point to its nearest pick, then moves each pick to its
+    cluster's medoid, the member with the least summed distance to the others (see
+    :func:`_medoid` for clusters of more than ``limit`` members). Neither half can raise
+    sum_i min_{j in S} ||x_i - x_j||, so F(S) = n c - that sum never falls; it stops
+    early when no pick moves. Returns (picks, iterations that moved a pick); pick t
+    of the result is the medoid of pick t's cluster (the order is otherwise kept).
+    """
+    picks = torch.as_tensor(picks, dtype=torch.long, device=X.device).clone()
+    moved = 0
+    for _ in range(iterations):
+        nearest = _nearest_pick(X, picks)
+        members = torch.argsort(nearest, stable=True)          # cluster by cluster
+        sizes = torch.bincount(nearest, minlength=picks.shape[0])
+        starts = torch.cumsum(sizes, 0) - sizes
+        rank = torch.empty_like(members)
+        rank[members] = torch.arange(members.shape[0], device=X.device)
+        # where each pick sits in its own cluster's stretch of ``members``
+        here = (rank[picks] - starts).tolist()
+        new = picks.clone()
+        for t, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist())):
+            if size > 2:               # one point, or two at the same summed distance
+                cluster = members[start:start + size]
+                new[t] = cluster[_medoid(X[cluster], here[t], limit)]
+        if torch.equal(new, picks):
+            break
+        picks, moved = new, moved + 1
+    return picks, moved
+
+
+def _refined(X: torch.Tensor, picks: torch.Tensor, iterations: int, largest: float):
+    """The picks after :func:`refine_medoids`, as (order, gains, weights, iterations that
+    moved a pick). The order is the greedy's (pick t replaced by its cluster's medoid);
+    the gains are F's marginal gains in that order, so after a move they need not be
+    non-increasing."""
+    picks, moved = refine_medoids(X, picks, iterations)
+    distances = cross_distances(X[picks], X)
+    # c: the largest distance the engine saw, or a refined pick's if larger, so s >= 0
+    largest = max(largest, float(distances.max()))
+    similarity = distances.neg_().add_(largest)
+    best = torch.zeros(X.shape[0], dtype=similarity.dtype, device=X.device)
+    gains = []
+    for row in similarity:
+        gains.append(float(torch.sub(row, best).clamp_min_(0.0).sum()))
+        torch.maximum(best, row, out=best)
+    return picks.cpu().tolist(), gains, _cluster_sizes(similarity, picks), moved
 
 
 def check_pool(pool) -> float | None:
@@ -293,27 +399,32 @@ def candidate_pool(X: torch.Tensor, size: int, rng: np.random.Generator,
 
 
 def pool_facility_location(X: torch.Tensor, k: int, size: int, *, optimizer: str = "lazy",
-                           rng: np.random.Generator | None = None, epsilon: float = 0.01
-                           ) -> tuple[list[int], list[float], np.ndarray]:
-    """Greedy over a D^2-sampled pool of ``size`` candidates, every point covered.
+                           rng: np.random.Generator | None = None, epsilon: float = 0.01,
+                           refine: int = POOL_REFINE
+                           ) -> tuple[list[int], list[float], np.ndarray, int]:
+    """Greedy over a D^2-sampled pool of ``size`` candidates, every point covered, then
+    ``refine`` Voronoi iterations.
 
     F(S) = sum_i max_{j in S} s_ij is the same function as the dense engine's, over all
-    n points; only the picks are restricted to the pool (:func:`candidate_pool`), so the
-    similarity is (size, n) instead of (n, n). Returns (order, gains, weights) with
-    ``order`` indexing the rows of ``X``.
+    n points; the greedy's picks are restricted to the pool (:func:`candidate_pool`), so
+    the similarity is (size, n) instead of (n, n). The pool holds the isolated points but
+    only a sample of each dense region, whose medoid it usually misses; the refinement
+    (:func:`refine_medoids`) moves each pick to its cluster's medoid, which any point may
+    be. Distances are :func:`cross_distances`. Returns (order, gains, weights, refining
+    iterations that moved a pick) with ``order`` indexing the rows of ``X``.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     pool = candidate_pool(X, size, rng)
-    similarity = pairwise_distances(X[pool], X)
-    largest = similarity.max()
-    similarity.neg_().add_(largest)                             # c - d, c the largest
+    distances = cross_distances(X[pool], X)
+    largest = float(distances.max())
+    similarity = distances.neg_().add_(largest)                 # c - d, c the largest
     gains = _Gains(similarity, similarity.T.contiguous())
     order, values = OPTIMIZERS[optimizer](gains, k, rng, epsilon)
-    picks = pool[torch.as_tensor(order, dtype=torch.long, device=pool.device)]
-    nearest = torch.argmax(similarity[torch.as_tensor(order, device=pool.device)], dim=0)
-    nearest[picks] = torch.arange(picks.shape[0], device=pool.device)
-    weights = torch.bincount(nearest, minlength=picks.shape[0]).cpu().numpy()
-    return picks.cpu().tolist(), values, weights.astype(np.float64)
+    order_t = torch.as_tensor(order, dtype=torch.long, device=pool.device)
+    picks = pool[order_t]
+    if refine > 0:
+        return _refined(X, picks, refine, largest)
+    return picks.cpu().tolist(), values, _cluster_sizes(similarity[order_t], picks), 0
 
 
 def greedy_facility_location(similarity: torch.Tensor, k: int, *, optimizer: str = "lazy",
@@ -381,30 +492,48 @@ def plan_engine(n: int, d: int, k: int, *, neighbors: int | None, max_memory,
             "bytes": need}
 
 
+def check_refine(refine) -> int | None:
+    """``refine`` as an int >= 0, or None (the engine's default)."""
+    return None if refine is None else check_int("refine", refine, 0)
+
+
 def solve(X: torch.Tensor, k: int, *, optimizer: str = "lazy",
           rng: np.random.Generator | None = None, epsilon: float = 0.01,
           neighbors: int | None = None, neighbor_search: str = "auto", probes: int = 8,
-          max_memory=None, seed: int = 0, pool: float | None = None
-          ) -> tuple[list[int], list[float], np.ndarray, dict]:
+          max_memory=None, seed: int = 0, pool: float | None = None,
+          refine: int | None = None) -> tuple[list[int], list[float], np.ndarray, dict]:
     """One facility-location problem on the engine :func:`plan_engine` picks.
 
     Returns (order, gains, weights, info); ``info`` names the engine and, for the
     pool, its size; for the sparse one, the neighbours and the share of points the
-    graph covered.
+    graph covered; for the dense and pool engines, ``refine`` (the Voronoi iterations
+    asked) and ``refine_moved`` (those that moved a pick).
     """
+    rng = rng if rng is not None else np.random.default_rng(0)
     plan = plan_engine(X.shape[0], X.shape[1], k, neighbors=neighbors, max_memory=max_memory,
                        device=X.device, pool=pool)
     if plan["engine"] == "pool":
-        order, gains, weights = pool_facility_location(X, k, plan["candidates"],
-                                                       optimizer=optimizer, rng=rng,
-                                                       epsilon=epsilon)
-        return order, gains, weights, {"engine": "pool", "candidates": plan["candidates"]}
+        iterations = POOL_REFINE if refine is None else refine
+        order, gains, weights, moved = pool_facility_location(
+            X, k, plan["candidates"], optimizer=optimizer, rng=rng, epsilon=epsilon,
+            refine=iterations)
+        return order, gains, weights, {"engine": "pool", "candidates": plan["candidates"],
+                                       "refine": iterations, "refine_moved": moved}
     if plan["engine"] == "dense":
         similarity = similarity_matrix(X)
         order, gains = greedy_facility_location(similarity, k, optimizer=optimizer, rng=rng,
                                                 epsilon=epsilon)
-        weights = cluster_weights(similarity, order)
-        return order, gains, weights, {"engine": "dense"}
+        iterations = refine or 0
+        if iterations == 0:
+            weights = cluster_weights(similarity, order)
+            return order, gains, weights, {"engine": "dense", "refine": 0, "refine_moved": 0}
+        largest = float(similarity[0, 0])                       # s_ii = c
+        del similarity
+        order, gains, weights, moved = _refined(
+            X, torch.as_tensor(order, dtype=torch.long, device=X.device), iterations,
+            largest)
+        return order, gains, weights, {"engine": "dense", "refine": iterations,
+                                       "refine_moved": moved}
     if plan["reason"] != "neighbors given":
         warnings.warn(f"facility location: {plan['reason']}", ResourceWarning, stacklevel=3)
     order, gains, weights, info = sparse_facility_location(
@@ -416,7 +545,8 @@ def solve(X: torch.Tensor, k: int, *, optimizer: str = "lazy",
 def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
                       epsilon: float = 0.01, device: str | torch.device | None = None,
                       neighbors: int | None = None, neighbor_search: str = "auto",
-                      probes: int = 8, max_memory=None, pool: float | None = None) -> Coreset:
+                      probes: int = 8, max_memory=None, pool: float | None = None,
+                      refine: int | None = None) -> Coreset:
     """Select ``k`` rows of ``X`` that maximise the facility-location function.
 
     Parameters
@@ -466,7 +596,9 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
     Coreset
         ``indices`` in selection order, ``weights`` the cluster sizes (summing to n),
         ``gains`` the marginal gains of the picks; ``metadata["engine"]`` says which
-        engine ran ("dense", "pool" with ``metadata["candidates"]``, or "sparse").
+        engine ran ("dense", "pool" with ``metadata["candidates"]``, or "sparse");
+        ``metadata["refine"]`` and ``["refine_moved"]`` the Voronoi iterations run and
+        those that moved a pick (dense and pool engines).
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     X = as_tensor("X", X, ndim=2, device=device)
@@ -482,11 +614,12 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
     check_choice("neighbor_search", neighbor_search, SEARCHES)
     probes = check_int("probes", probes, 1)
     pool = check_pool(pool)
+    refine = check_refine(refine)
     order, gains, weights, info = solve(X, k, optimizer=optimizer,
                                         rng=np.random.default_rng(seed), epsilon=epsilon,
                                         neighbors=neighbors, neighbor_search=neighbor_search,
                                         probes=probes, max_memory=max_memory, seed=seed,
-                                        pool=pool)
+                                        pool=pool, refine=refine)
     return Coreset(indices=np.asarray(order, dtype=np.int64), weights=weights,
                    gains=np.asarray(gains, dtype=np.float64),
                    method="facility_location", budgets={},

@@ -49,12 +49,13 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                                 neighbors: int | None = None, neighbor_search: str = "auto",
                                 probes: int = 8, max_memory=None,
                                 pool: float | None = None,
-                                workers: int | None = None) -> Coreset:
+                                workers: int | None = None,
+                                refine: int | None = None) -> Coreset:
     """One facility-location problem per label; indices refer to the rows of ``vectors``.
 
     Each class's problem is its dense (n_c, n_c) similarity, a (pool k_c, n_c) one with
     ``pool``, or its neighbour graph when ``neighbors`` is given or the dense block
-    would exceed ``max_memory`` (see
+    would exceed ``max_memory``; ``refine`` Voronoi iterations follow the greedy (see
     :func:`adacore.selection.facility_location.facility_location`). Up to ``workers``
     classes are solved at once, in threads (:func:`class_workers`: by default one per
     torch thread on CPU, within ``max_memory``), torch's intra-op threads divided
@@ -73,7 +74,7 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
             vectors[rows], budget, optimizer=optimizer,
             rng=class_seed(seed, label, round_index), epsilon=epsilon, neighbors=neighbors,
             neighbor_search=neighbor_search, probes=probes, max_memory=max_memory, seed=seed,
-            pool=pool)
+            pool=pool, refine=refine)
         return members[order], class_gains, class_weights, info
 
     items = list(budgets.items())
@@ -89,8 +90,9 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                 solved = list(executor.map(one, items))
         finally:
             torch.set_num_threads(previous)
-    indices, weights, gains, singletons, engines = [], [], [], 0, {}
+    indices, weights, gains, singletons, engines, moved = [], [], [], 0, {}, 0
     for picks, class_gains, class_weights, info in solved:
+        moved = max(moved, info.get("refine_moved", 0))
         indices.append(picks)
         weights.append(class_weights)
         gains.append(class_gains)
@@ -102,7 +104,8 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                    metadata={"optimizer": optimizer, "max_weight_over_mean":
                              float(weights_all.max() / weights_all.mean()),
                              "singleton_clusters": singletons,
-                             "engine": ",".join(sorted(engines)), "workers": workers})
+                             "engine": ",".join(sorted(engines)), "workers": workers,
+                             "refine_moved": moved})
 
 
 def gradient_error(vectors, coreset: Coreset) -> float:

@@ -9,7 +9,7 @@ import torch
 
 from adacore.coreset import Coreset
 from adacore.curvature import CurvatureSmoother
-from adacore.selection.facility_location import OPTIMIZERS, check_pool
+from adacore.selection.facility_location import OPTIMIZERS, check_pool, check_refine
 from adacore.selection.memory import parse_memory
 from adacore.selection.neighbors import SEARCHES
 from adacore.selection.per_class import gradient_error, per_class_facility_location
@@ -55,15 +55,21 @@ class Craig(Strategy):
         :func:`adacore.facility_location`); a class with fewer than 2 pool k_c examples
         is solved exactly. None: every example is a candidate (the exact greedy over
         the class).
+    refine : int, optional
+        Voronoi iterations after each class's greedy: every example goes to its nearest
+        pick and each pick moves to its cluster's medoid (never lowering F). None: 2
+        with a ``pool`` (which alone misses the dense regions' medoids), 0 (the exact
+        greedy's picks) without.
     """
 
     def __init__(self, fraction: float, *, budget: str = "proportional",
                  optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
                  device=None, neighbors: int | None = None, neighbor_search: str = "auto",
                  max_memory=None, client=None, partitions: int | None = None,
-                 pool: float | None = None):
+                 pool: float | None = None, refine: int | None = None):
         super().__init__(fraction, budget=budget, seed=seed)
         self.pool = check_pool(pool)
+        self.refine = check_refine(refine)
         self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
         # the stochastic greedy samples (n / k) log(1 / epsilon) candidates a step
         self.epsilon = check_real("epsilon", epsilon, low=0, high=1, low_open=True,
@@ -78,6 +84,9 @@ class Craig(Strategy):
         if client is not None and pool is not None:
             raise InputError("pool: GreeDi (client / --scheduler) solves its partitions on "
                              "every point; pass pool=None with a client")
+        if client is not None and refine is not None:
+            raise InputError("refine: GreeDi (client / --scheduler) does not refine its "
+                             "picks; pass refine=None with a client")
         if not (client is None or isinstance(client, str)
                 or (hasattr(client, "submit") and hasattr(client, "scatter"))):
             raise fail("client", client, "a distributed.Client, a scheduler address "
@@ -113,7 +122,7 @@ class Craig(Strategy):
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
                 method=self.name, neighbors=self.neighbors,
                 neighbor_search=self.neighbor_search, max_memory=self.max_memory,
-                pool=self.pool)
+                pool=self.pool, refine=self.refine)
         if vectors is not grads:
             coreset.metadata["preconditioned_gradient_error"] = gradient_error(vectors, coreset)
         return coreset
@@ -153,7 +162,7 @@ class AdaCore(Craig):
         apart (``metadata["diagnostics_seconds"]``, not in ``select_seconds``). CRAIG runs
         on this machine even when AdaCore runs on a Dask ``client``.
     budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory,
-    client, partitions, pool
+    client, partitions, pool, refine
         As for :class:`Craig`.
     """
 
@@ -166,11 +175,11 @@ class AdaCore(Craig):
                  epsilon: float = 0.01, seed: int = 0, device=None,
                  neighbors: int | None = None, neighbor_search: str = "auto",
                  max_memory=None, client=None, partitions: int | None = None,
-                 pool: float | None = None):
+                 pool: float | None = None, refine: int | None = None):
         super().__init__(fraction, budget=budget, optimizer=optimizer, epsilon=epsilon,
                          seed=seed, device=device, neighbors=neighbors,
                          neighbor_search=neighbor_search, max_memory=max_memory,
-                         client=client, partitions=partitions, pool=pool)
+                         client=client, partitions=partitions, pool=pool, refine=refine)
         self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1, average=average)
         if not isinstance(diagnostics, bool):
             raise InputError(f"diagnostics: got {diagnostics!r}, expected true or false")
@@ -201,7 +210,7 @@ class AdaCore(Craig):
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
                 method="craig", neighbors=self.neighbors,
                 neighbor_search=self.neighbor_search, max_memory=self.max_memory,
-                pool=self.pool)
+                pool=self.pool, refine=self.refine)
             shared = np.intersect1d(coreset.indices, craig.indices).size
             coreset.metadata["craig_overlap"] = shared / max(len(coreset), 1)
             coreset.metadata["diagnostics_seconds"] = time.perf_counter() - started

@@ -22,7 +22,7 @@ from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model, takes_images
 from adacore.selection.budgets import BUDGET_MODES
-from adacore.selection.facility_location import check_pool
+from adacore.selection.facility_location import check_pool, check_refine
 from adacore.selection.memory import parse_memory
 from adacore.strategies import STRATEGIES, get_strategy
 from adacore.training.checkpoint import (append_jsonl, check_run_checkpoint, load_checkpoint,
@@ -76,6 +76,7 @@ class TrainConfig:
     neighbors: int | None = None
     max_memory: str | None = None
     pool: float | None = None
+    refine: int | None = None
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -119,6 +120,7 @@ class TrainConfig:
         if self.max_memory is not None:
             parse_memory(self.max_memory)
         check_pool(self.pool)
+        check_refine(self.refine)
         if not isinstance(self.strategy_options, dict) or not all(
                 isinstance(key, str) for key in self.strategy_options):
             raise fail("strategy_options", self.strategy_options,
@@ -178,6 +180,8 @@ class TrainConfig:
                 options.setdefault("max_memory", self.max_memory)
             if self.pool is not None:
                 options.setdefault("pool", self.pool)
+            if self.refine is not None:
+                options.setdefault("refine", self.refine)
         if self.method == "glister":
             options.setdefault("eta", self.lr)   # the Taylor step is the training step
         if self.method == "infobatch":
