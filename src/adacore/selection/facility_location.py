@@ -236,7 +236,7 @@ def cluster_weights(similarity: torch.Tensor, order: list[int]) -> np.ndarray:
 POOL_REFINE = 2
 # A cluster larger than this looks for its medoid among this many of its members, those
 # nearest its mean: the step then costs at most this many distances per point
-MEDOID_CANDIDATES = 1024
+MEDOID_CANDIDATES = 256
 # elements of one block of distances in the refinement (about 16 MiB of float32)
 _REFINE_BLOCK = 1 << 22
 
@@ -283,17 +283,19 @@ def _medoid(points: torch.Tensor, current: int, limit: int) -> int:
 
 
 def refine_medoids(X: torch.Tensor, picks, iterations: int,
-                   limit: int = MEDOID_CANDIDATES) -> tuple[torch.Tensor, int]:
+                   limit: int | None = None) -> tuple[torch.Tensor, int]:
     """Voronoi iteration (alternating k-medoids, Park and Jun 2009) from ``picks``.
 
     Each iteration assigns every point to its nearest pick, then moves each pick to its
     cluster's medoid, the member with the least summed distance to the others (see
-    :func:`_medoid` for clusters of more than ``limit`` members). Neither half can raise
+    :func:`_medoid` for clusters of more than ``limit`` members, default
+    :data:`MEDOID_CANDIDATES`). Neither half can raise
     sum_i min_{j in S} ||x_i - x_j||, so F(S) = n c - that sum never falls; it stops
     early when no pick moves. Returns (picks, iterations that moved a pick); pick t
     of the result is the medoid of pick t's cluster (the order is otherwise kept).
     """
     picks = torch.as_tensor(picks, dtype=torch.long, device=X.device).clone()
+    limit = MEDOID_CANDIDATES if limit is None else limit
     moved = 0
     for _ in range(iterations):
         nearest = _nearest_pick(X, picks)
