@@ -240,12 +240,13 @@ def brute_medoid_step(X, picks):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_refinement_is_the_brute_force_voronoi_iteration_and_never_raises_the_cost(seed):
+@pytest.mark.parametrize("k", [12, 60])        # clusters of about 60, and of about 12
+def test_refinement_is_the_brute_force_voronoi_iteration_and_never_raises_the_cost(seed, k):
     X = blobs(seed, n=700, centres=15).astype(np.float64)
-    start = facility_location(X, 12, pool=2, refine=0, seed=seed).indices
+    start = facility_location(X, k, pool=2, refine=0, seed=seed).indices
     picks, costs = list(start), [cost(X, start)]
     for iterations in (1, 2, 3):
-        refined = facility_location(X, 12, pool=2, refine=iterations, seed=seed)
+        refined = facility_location(X, k, pool=2, refine=iterations, seed=seed)
         picks = brute_medoid_step(X, picks)
         # the same picks as the float64 reference, in the greedy's order
         assert list(refined.indices) == picks

@@ -282,6 +282,34 @@ def _medoid(points: torch.Tensor, current: int, limit: int) -> int:
     return position if candidates is None else int(candidates[position])
 
 
+# clusters up to this size find their medoids together, in one padded batch
+_SMALL_CLUSTER = 48
+
+
+def _small_medoids(X: torch.Tensor, members: torch.Tensor, starts: torch.Tensor,
+                   sizes: torch.Tensor, here: torch.Tensor) -> torch.Tensor:
+    """:func:`_medoid` for many small clusters at once: cluster b is
+    ``members[starts[b]:starts[b] + sizes[b]]``, its pick at position ``here[b]``;
+    returns each cluster's new pick (a row of ``X``). The distances come from the
+    coordinate differences of each cluster centred on its first member, so far-out
+    clusters lose no precision."""
+    width = int(sizes.max())
+    offsets = torch.arange(width, device=X.device)
+    valid = offsets[None, :] < sizes[:, None]                      # (B, width)
+    rows = members[starts[:, None] + torch.minimum(offsets[None, :], sizes[:, None] - 1)]
+    points = X[rows].to(torch.float32)                             # (B, width, d)
+    points = points - points[:, :1]
+    distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
+    totals = (distances.double() * valid[:, None, :]).sum(dim=2)   # padding adds nothing
+    totals = totals.masked_fill(~valid, math.inf)
+    position = torch.argmin(totals, dim=1)
+    lowest = totals.gather(1, position[:, None])[:, 0]
+    mine = totals.gather(1, here[:, None])[:, 0]
+    keep = ~(lowest < mine * (1.0 - 1e-6))
+    chosen = torch.where(keep, here, position)
+    return rows.gather(1, chosen[:, None])[:, 0]
+
+
 def refine_medoids(X: torch.Tensor, picks, iterations: int,
                    limit: int | None = None) -> tuple[torch.Tensor, int]:
     """Voronoi iteration (alternating k-medoids, Park and Jun 2009) from ``picks``.
@@ -305,12 +333,19 @@ def refine_medoids(X: torch.Tensor, picks, iterations: int,
         rank = torch.empty_like(members)
         rank[members] = torch.arange(members.shape[0], device=X.device)
         # where each pick sits in its own cluster's stretch of ``members``
-        here = (rank[picks] - starts).tolist()
+        here = rank[picks] - starts
         new = picks.clone()
-        for t, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist())):
-            if size > 2:               # one point, or two at the same summed distance
-                cluster = members[start:start + size]
-                new[t] = cluster[_medoid(X[cluster], here[t], limit)]
+        # clusters of 3 to _SMALL_CLUSTER members at once, padded; one or two points
+        # never move (two are at the same summed distance); larger ones one by one
+        small = torch.nonzero((sizes > 2) & (sizes <= _SMALL_CLUSTER)).flatten()
+        if small.numel():
+            new[small] = _small_medoids(X, members, starts[small], sizes[small],
+                                        here[small])
+        large = torch.nonzero(sizes > _SMALL_CLUSTER).flatten().tolist()
+        for t in large:
+            start, size = int(starts[t]), int(sizes[t])
+            cluster = members[start:start + size]
+            new[t] = cluster[_medoid(X[cluster], int(here[t]), limit)]
         if torch.equal(new, picks):
             break
         picks, moved = new, moved + 1
