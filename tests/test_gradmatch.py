@@ -446,6 +446,25 @@ def test_per_gradient_changes_the_picks_and_the_whole_vector_mode_is_unchanged()
     np.testing.assert_array_equal(whole.indices[:6], members[support[weights > 0]])
 
 
+@pytest.mark.parametrize("per_gradient", [False, True])
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+def test_the_incremental_refit_selects_what_the_scratch_refit_selected(lam, per_gradient,
+                                                                       monkeypatch):
+    """A round as it was, with scipy's nnls from scratch at every OMP step, and as it is."""
+    from adacore.selection import omp
+
+    grads, labels, _, _ = last_layer_problem(9, features=6, sizes=(90, 70, 60))
+    current = GradMatch(0.3, lam=lam, per_gradient=per_gradient).select(grads, labels)
+    monkeypatch.setitem(omp._REFITS, "incremental", omp._ScratchRefit)
+    before = GradMatch(0.3, lam=lam, per_gradient=per_gradient).select(grads, labels)
+    np.testing.assert_array_equal(current.indices, before.indices)
+    np.testing.assert_allclose(current.weights, before.weights, rtol=1e-8)
+    np.testing.assert_allclose(current.gains, before.gains, rtol=1e-7,
+                               atol=1e-10 * np.max(before.gains))
+    assert current.metadata["stop_reasons"] == before.metadata["stop_reasons"]
+    assert current.metadata["zero_weight_dropped"] == before.metadata["zero_weight_dropped"]
+
+
 def test_per_gradient_in_logit_space_matches_the_class_column():
     _, labels, residual, _ = last_layer_problem(5)
     logit_grads = residual.astype(np.float32)
