@@ -71,6 +71,7 @@ PRESETS = {
              "adacore, pool 8": {"method": "adacore", "pool": 8.0},
              "adacore, pool 8, refine 0": {"method": "adacore", "pool": 8.0, "refine": 0},
              "adacore, pool 4": {"method": "adacore", "pool": 4.0},
+             "adacore, pool 4, refine 1": {"method": "adacore", "pool": 4.0, "refine": 1},
              "craig, every example": {"method": "craig"},
              "craig, pool 8": {"method": "craig", "pool": 8.0},
              "craig, pool 8, refine 0": {"method": "craig", "pool": 8.0, "refine": 0},

@@ -282,8 +282,8 @@ def _medoid(points: torch.Tensor, current: int, limit: int) -> int:
     return position if candidates is None else int(candidates[position])
 
 
-# clusters up to this size find their medoids together, in one padded batch
-_SMALL_CLUSTER = 48
+# clusters up to this size find their medoids together, in padded batches
+_SMALL_CLUSTER = 256
 
 
 def _small_medoids(X: torch.Tensor, members: torch.Tensor, starts: torch.Tensor,
@@ -335,12 +335,19 @@ def refine_medoids(X: torch.Tensor, picks, iterations: int,
         # where each pick sits in its own cluster's stretch of ``members``
         here = rank[picks] - starts
         new = picks.clone()
-        # clusters of 3 to _SMALL_CLUSTER members at once, padded; one or two points
-        # never move (two are at the same summed distance); larger ones one by one
-        small = torch.nonzero((sizes > 2) & (sizes <= _SMALL_CLUSTER)).flatten()
-        if small.numel():
-            new[small] = _small_medoids(X, members, starts[small], sizes[small],
-                                        here[small])
+        # one or two points never move (two are at the same summed distance); clusters
+        # of up to _SMALL_CLUSTER members go in padded batches of similar sizes, the
+        # larger ones one by one
+        low = 2
+        while low < _SMALL_CLUSTER:
+            high = min(2 * max(low, 8), _SMALL_CLUSTER)
+            bucket = torch.nonzero((sizes > low) & (sizes <= high)).flatten()
+            per_batch = max(1, _REFINE_BLOCK // (high * high))
+            for start in range(0, bucket.numel(), per_batch):
+                batch = bucket[start:start + per_batch]
+                new[batch] = _small_medoids(X, members, starts[batch], sizes[batch],
+                                            here[batch])
+            low = high
         large = torch.nonzero(sizes > _SMALL_CLUSTER).flatten().tolist()
         for t in large:
             start, size = int(starts[t]), int(sizes[t])
