@@ -8,8 +8,10 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from adacore import InputError
-from adacore.models import MLP, LastLayerWrapper
+from adacore.models import MLP, LastLayerModel, LastLayerWrapper, LeNet5, cifar_resnet
 from adacore.probe import ProbeResult, probe, project, projection_matrix
+
+SPACES = ["logits", "last_layer", "last_layer_output_preconditioned"]
 
 N, IN, HIDDEN, C = 11, 5, 7, 3
 
@@ -269,6 +271,18 @@ def test_model_on_cuda_with_inputs_on_cpu():
     assert hutchinson.hessian_diag.device.type == "cuda"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_convolutional_model_on_cuda_runs_eagerly(monkeypatch):
+    monkeypatch.setattr("adacore.probe._TRACED_MIN_EXAMPLES", 1)
+    model, x, y = lenet_case(40)
+    expected = probe(model, x, y, space="last_layer", forward="eager")
+    result = probe(model.cuda(), x, y, space="last_layer")
+    assert result.forward == "eager" and result.grads.device.type == "cuda"
+    torch.testing.assert_close(result.grads.cpu(), expected.grads)
+    with pytest.raises(InputError, match="forward"):
+        probe(model, x, y, forward="traced")
+
+
 def bad_calls():
     model, (x, y) = small_model(), small_data()
     return model, x, y, [
@@ -290,6 +304,7 @@ def bad_calls():
         ("loss_fn", dict(hessian="hutchinson", loss_fn=F.cross_entropy)),   # a scalar
         ("loss_fn", dict(loss_fn="cross_entropy", hessian=None)),
         ("generator", dict(hessian="hutchinson", generator=0)),
+        ("forward", dict(forward="jit")),
     ]
 
 
@@ -320,3 +335,177 @@ def test_project_refuses_bad_arguments():
         project(torch.ones(3, 4), 2, kind="dense")
     with pytest.raises(InputError, match="batch_size"):
         project(torch.ones(3, 4), 2, batch_size=0)
+
+
+# The traced forward (``forward="traced"`` / ``"auto"``) against the eager one.
+
+def lenet_case(n=300, seed=0):
+    """LeNet-5 on random 28x28 images; n = 300 leaves a partial piece of 44 rows."""
+    torch.manual_seed(seed)
+    model = LeNet5(1, 10, 28)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, 28, 28, generator=generator)
+    return model, x, torch.randint(0, 10, (n,), generator=generator)
+
+
+def resnet_case(n=100, seed=0):
+    """ResNet8 with batch-norm statistics that are not the identity (so folding shows)."""
+    torch.manual_seed(seed)
+    model = cifar_resnet(8, 5, 1)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 12, 12, generator=generator)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+                module.weight.uniform_(0.5, 1.5, generator=generator)
+                module.bias.uniform_(-0.2, 0.2, generator=generator)
+    return model, x, torch.randint(0, 5, (n,), generator=generator)
+
+
+def mlp_case(n=100, seed=0):
+    torch.manual_seed(seed)
+    model = MLP(in_features=20, hidden=(16, 8), num_classes=4)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 20, generator=generator)
+    return model, x, torch.randint(0, 4, (n,), generator=generator)
+
+
+CASES = {"lenet": lenet_case, "resnet8": resnet_case, "mlp": mlp_case}
+
+
+def assert_same_probe(result, expected):
+    torch.testing.assert_close(result.grads, expected.grads, rtol=1e-5, atol=1e-6)
+    if expected.hessian_diag is None:
+        assert result.hessian_diag is None
+    else:
+        torch.testing.assert_close(result.hessian_diag, expected.hessian_diag, rtol=1e-5,
+                                   atol=1e-6)
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_traced_forward_equals_eager(case, space):
+    model, x, y = CASES[case]()
+    eager = probe(model, x, y, space=space, forward="eager")
+    traced = probe(model, x, y, space=space, forward="traced")
+    assert eager.forward == "eager" and traced.forward == "traced"
+    assert_same_probe(traced, eager)
+    if space == "logits":       # and the traced path against the model's own forward
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+        expected = torch.softmax(logits, dim=1) - F.one_hot(y, logits.shape[1])
+        torch.testing.assert_close(traced.grads, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["lenet", "resnet8"])
+def test_traced_results_do_not_depend_on_batch_size(case):
+    model, x, y = CASES[case]()
+    results = [probe(model, x, y, space="last_layer", forward="traced", batch_size=b)
+               for b in (1, 7, 256, 1000)]
+    for other in results[1:]:
+        assert_same_probe(other, results[0])
+
+
+def test_auto_traces_float32_convolutional_models_on_enough_examples(monkeypatch):
+    model, x, y = lenet_case(40)
+    assert probe(model, x, y).forward == "eager"                # too few to pay
+    monkeypatch.setattr("adacore.probe._TRACED_MIN_EXAMPLES", 40)
+    assert probe(model, x, y).forward == "traced"
+    assert probe(model, x, y, forward="eager").forward == "eager"
+    assert probe(*mlp_case(40)).forward == "eager"               # no convolutions
+    assert probe(model.double(), x.double(), y).forward == "eager"
+
+
+def state_of(model):
+    return ({name: tensor.clone() for name, tensor in model.state_dict().items()},
+            [(name, module.training) for name, module in model.named_modules()],
+            [(name, p.requires_grad, p.grad) for name, p in model.named_parameters()])
+
+
+@pytest.mark.parametrize("case", ["lenet", "resnet8"])
+def test_the_traced_forward_leaves_the_model_as_it_was(case):
+    model, x, y = CASES[case]()
+    model.train()
+    (model.stages[0] if case == "resnet8" else model.fc).eval()     # a mixed state
+    before_state, before_modes, before_params = state_of(model)
+    result = probe(model, x, y, space="last_layer", forward="traced")
+    assert result.forward == "traced"
+    after_state, after_modes, after_params = state_of(model)
+    assert after_modes == before_modes and after_params == before_params
+    assert after_state.keys() == before_state.keys()
+    for name, tensor in before_state.items():
+        assert torch.equal(after_state[name], tensor), name
+    # the trace holds a copy of the weights: a changed model gets a new one
+    with torch.no_grad():
+        model.classifier.weight.mul_(2.0)
+        next(model.parameters()).mul_(0.5)
+    assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
+
+
+class RefusesTracing(LastLayerModel):
+    """A convolutional model whose features cannot be traced at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.classifier = nn.Linear(3 * 6 * 6, 4)
+
+    def features(self, x):
+        if torch.jit.is_tracing():
+            raise RuntimeError("this model cannot be traced")
+        return torch.relu(self.conv(x)).flatten(1)
+
+
+class LeavesTorch(RefusesTracing):
+    """Traces without an error but wrongly: the round trip through NumPy is recorded as
+    the constant features of the rows it was traced on."""
+
+    def features(self, x):
+        hidden = torch.relu(self.conv(x)).flatten(1)
+        return torch.from_numpy(np.tanh(hidden.numpy()))
+
+
+class ScalesInPython(RefusesTracing):
+    """Traces without an error, with the right shapes but wrong values: the trace keeps
+    the Python number of the rows it was traced on."""
+
+    def features(self, x):
+        return torch.relu(self.conv(x)).flatten(1) * float(x.abs().max())
+
+
+@pytest.mark.parametrize("model_class", [RefusesTracing, LeavesTorch, ScalesInPython])
+def test_an_untraceable_model_runs_eagerly(model_class, monkeypatch):
+    monkeypatch.setattr("adacore.probe._TRACED_MIN_EXAMPLES", 1)
+    torch.manual_seed(0)
+    model = model_class()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 1, 8, 8, generator=generator)
+    y = torch.randint(0, 4, (300,), generator=generator)
+    result = probe(model, x, y, space="last_layer")
+    assert result.forward == "eager"
+    model.eval()
+    with torch.no_grad():
+        hidden = model.features(x)
+        expected = torch.softmax(model.classifier(hidden), dim=1) - F.one_hot(y, 4)
+    weight_part = result.grads[:, :-4].reshape(300, 4, -1)
+    torch.testing.assert_close(weight_part, expected[:, :, None] * hidden[:, None, :])
+    with pytest.raises(InputError, match="forward"):
+        probe(model, x, y, forward="traced")
+
+
+@pytest.mark.parametrize("space,hessian", [(space, hessian) for space in SPACES
+                                           for hessian in ("closed_form", None)
+                                           if (space, hessian) != (SPACES[2], None)])
+def test_float32_terms_written_in_place_equal_the_float64_ones(space, hessian):
+    # float32 closed forms are written straight into the outputs; float64 ones (checked
+    # against autograd above) go through temporaries: the two must agree
+    model, (x, y) = small_model(5), small_data(5, n=50)
+    double = probe(model, x, y, space=space, hessian=hessian, batch_size=7)
+    single = probe(model.float(), x.float(), y, space=space, hessian=hessian, batch_size=7)
+    torch.testing.assert_close(single.grads, double.grads, rtol=1e-4, atol=1e-5)
+    if hessian is not None and space != "last_layer_output_preconditioned":
+        torch.testing.assert_close(single.hessian_diag, double.hessian_diag, rtol=1e-4,
+                                   atol=1e-5)
