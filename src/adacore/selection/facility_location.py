@@ -234,9 +234,9 @@ def cluster_weights(similarity: torch.Tensor, order: list[int]) -> np.ndarray:
 
 # Voronoi iterations the pool engine runs after its greedy (``refine=None``)
 POOL_REFINE = 2
-# A cluster larger than this looks for its medoid among this many of its members, those
-# nearest its mean: the step then costs at most this many distances per point
-MEDOID_CANDIDATES = 256
+# Candidates for a cluster's medoid: its members nearest its mean, this many (every
+# member of a smaller cluster); the step costs this many distances per point
+MEDOID_CANDIDATES = 32
 # elements of one block of distances in the refinement (about 16 MiB of float32)
 _REFINE_BLOCK = 1 << 22
 
@@ -245,69 +245,70 @@ def _nearest_pick(X: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
     """For every row of ``X``, the position in ``picks`` of its nearest pick (ties to the
     earliest), a pick always its own."""
     nearest = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
-    columns = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
+    rows = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
     chosen = X[picks]
-    for start in range(0, X.shape[0], columns):
-        block = cross_distances(chosen, X[start:start + columns])
-        nearest[start:start + columns] = torch.argmin(block, dim=0)   # first minimum
+    center = X.to(torch.float32).mean(dim=0)          # where most points are
+    for start in range(0, X.shape[0], rows):
+        block = pairwise_distances(X[start:start + rows], chosen, center=center)
+        nearest[start:start + rows] = torch.argmin(block, dim=1)   # first minimum
     nearest[picks] = torch.arange(picks.shape[0], device=X.device)
     return nearest
 
 
-def _medoid(points: torch.Tensor, current: int, limit: int) -> int:
-    """The row of ``points`` with the least summed distance to all of them, among every
-    row (at most ``limit`` rows: else the ``limit`` nearest the mean, and ``current``);
-    ``current`` is kept unless another row is lower by more than a relative 1e-6, so
-    that float rounding can neither move a pick nor make the iteration cycle."""
-    m = points.shape[0]
-    if m <= limit:
-        candidates = None
-        # centred on the cluster's own mean: the Gram identity's loss stays small
-        totals = pairwise_distances(points).sum(dim=1, dtype=torch.float64)
-        mine = current
-    else:
-        spread = cross_distances(points.mean(dim=0, keepdim=True), points)[0]
-        near = torch.topk(spread, limit, largest=False).indices
-        candidates = torch.unique(torch.cat([near, near.new_tensor([current])]))
-        rows = points[candidates]
-        totals = torch.zeros(candidates.shape[0], dtype=torch.float64, device=points.device)
-        columns = max(1, _REFINE_BLOCK // candidates.shape[0])
-        for start in range(0, m, columns):
-            totals += cross_distances(rows, points[start:start + columns]).sum(
-                dim=1, dtype=torch.float64)
-        mine = int(torch.nonzero(candidates == current)[0])
-    position = int(torch.argmin(totals))
-    if not float(totals[position]) < float(totals[mine]) * (1.0 - 1e-6):
-        return current
-    return position if candidates is None else int(candidates[position])
+def _medoid_step(X: torch.Tensor, picks: torch.Tensor, nearest: torch.Tensor,
+                 limit: int) -> torch.Tensor:
+    """Each pick moved to its cluster's medoid among the cluster's ``limit`` members
+    nearest its mean (all members of a smaller cluster), all clusters at once.
 
-
-# clusters up to this size find their medoids together, in padded batches
-_SMALL_CLUSTER = 256
-
-
-def _small_medoids(X: torch.Tensor, members: torch.Tensor, starts: torch.Tensor,
-                   sizes: torch.Tensor, here: torch.Tensor) -> torch.Tensor:
-    """:func:`_medoid` for many small clusters at once: cluster b is
-    ``members[starts[b]:starts[b] + sizes[b]]``, its pick at position ``here[b]``;
-    returns each cluster's new pick (a row of ``X``). The distances come from the
-    coordinate differences of each cluster centred on its first member, so far-out
-    clusters lose no precision."""
-    width = int(sizes.max())
-    offsets = torch.arange(width, device=X.device)
-    valid = offsets[None, :] < sizes[:, None]                      # (B, width)
-    rows = members[starts[:, None] + torch.minimum(offsets[None, :], sizes[:, None] - 1)]
-    points = X[rows].to(torch.float32)                             # (B, width, d)
-    points = points - points[:, :1]
-    distances = torch.cdist(points, points, compute_mode="donot_use_mm_for_euclid_dist")
-    totals = (distances.double() * valid[:, None, :]).sum(dim=2)   # padding adds nothing
-    totals = totals.masked_fill(~valid, math.inf)
-    position = torch.argmin(totals, dim=1)
-    lowest = totals.gather(1, position[:, None])[:, 0]
-    mine = totals.gather(1, here[:, None])[:, 0]
-    keep = ~(lowest < mine * (1.0 - 1e-6))
-    chosen = torch.where(keep, here, position)
-    return rows.gather(1, chosen[:, None])[:, 0]
+    Cluster t is the points with ``nearest == t``; its candidates are its pick and
+    those members. Clusters go in padded batches of similar sizes (at most twice the
+    smallest in a batch), each one product of the members, centred on their cluster's
+    mean, against their candidates. The pick is kept unless a candidate is lower by
+    more than a relative 1e-6, so that rounding can neither move a pick nor make the
+    iteration cycle; one or two points never move (two are at the same sum).
+    """
+    k = picks.shape[0]
+    points = X.to(torch.float32)
+    sizes = torch.bincount(nearest, minlength=k)
+    means = torch.zeros((k, points.shape[1]), dtype=torch.float64, device=X.device)
+    means.index_add_(0, nearest, points.double())
+    means = (means / sizes[:, None].clamp_min(1)).to(torch.float32)
+    centred = points - means[nearest]                  # each point from its own mean
+    spread = torch.linalg.vector_norm(centred, dim=1)
+    # members cluster by cluster, nearest the mean first (ties by index)
+    order = torch.argsort(spread, stable=True)
+    order = order[torch.argsort(nearest[order], stable=True)]
+    starts = torch.cumsum(sizes, 0) - sizes
+    new = picks.clone()
+    low = 2                                             # clusters of 1 or 2 never move
+    top = int(sizes.max())
+    while low < top:
+        high = max(2 * low, 8)
+        bucket = torch.nonzero((sizes > low) & (sizes <= high)).flatten()
+        low = high
+        if bucket.numel() == 0:
+            continue
+        width = min(limit, high)
+        per_batch = max(1, _REFINE_BLOCK // (high * (width + 1)))
+        for first in range(0, bucket.numel(), per_batch):
+            batch = bucket[first:first + per_batch]
+            count, start = sizes[batch], starts[batch]
+            slots = torch.arange(high, device=X.device)
+            present = slots[None, :] < count[:, None]                   # (B, high)
+            members = order[start[:, None] + torch.minimum(slots[None, :],
+                                                           count[:, None] - 1)]
+            # candidates: the pick (slot 0) and the `width` members nearest the mean
+            offered = torch.cat([picks[batch, None], members[:, :width]], dim=1)
+            usable = torch.cat([present[:, :1], present[:, :width]], dim=1)
+            distances = torch.cdist(centred[members], centred[offered])  # (B, high, w+1)
+            totals = (distances.double() * present[:, :, None]).sum(dim=1)
+            totals = totals.masked_fill(~usable, math.inf)
+            best = torch.argmin(totals, dim=1)
+            lowest = totals.gather(1, best[:, None])[:, 0]
+            move = lowest < totals[:, 0] * (1.0 - 1e-6)
+            new[batch] = torch.where(move, offered.gather(1, best[:, None])[:, 0],
+                                     picks[batch])
+    return new
 
 
 def refine_medoids(X: torch.Tensor, picks, iterations: int,
@@ -315,9 +316,10 @@ def refine_medoids(X: torch.Tensor, picks, iterations: int,
     """Voronoi iteration (alternating k-medoids, Park and Jun 2009) from ``picks``.
 
     Each iteration assigns every point to its nearest pick, then moves each pick to its
-    cluster's medoid, the member with the least summed distance to the others (see
-    :func:`_medoid` for clusters of more than ``limit`` members, default
-    :data:`MEDOID_CANDIDATES`). Neither half can raise
+    cluster's medoid, the member with the least summed distance to the others, sought
+    among the ``limit`` members nearest the cluster's mean (default
+    :data:`MEDOID_CANDIDATES`; every member of a smaller cluster, so there it is the
+    exact medoid; :func:`_medoid_step`). Neither half can raise
     sum_i min_{j in S} ||x_i - x_j||, so F(S) = n c - that sum never falls; it stops
     early when no pick moves. Returns (picks, iterations that moved a pick); pick t
     of the result is the medoid of pick t's cluster (the order is otherwise kept).
@@ -326,33 +328,7 @@ def refine_medoids(X: torch.Tensor, picks, iterations: int,
     limit = MEDOID_CANDIDATES if limit is None else limit
     moved = 0
     for _ in range(iterations):
-        nearest = _nearest_pick(X, picks)
-        members = torch.argsort(nearest, stable=True)          # cluster by cluster
-        sizes = torch.bincount(nearest, minlength=picks.shape[0])
-        starts = torch.cumsum(sizes, 0) - sizes
-        rank = torch.empty_like(members)
-        rank[members] = torch.arange(members.shape[0], device=X.device)
-        # where each pick sits in its own cluster's stretch of ``members``
-        here = rank[picks] - starts
-        new = picks.clone()
-        # one or two points never move (two are at the same summed distance); clusters
-        # of up to _SMALL_CLUSTER members go in padded batches of similar sizes, the
-        # larger ones one by one
-        low = 2
-        while low < _SMALL_CLUSTER:
-            high = min(2 * max(low, 8), _SMALL_CLUSTER)
-            bucket = torch.nonzero((sizes > low) & (sizes <= high)).flatten()
-            per_batch = max(1, _REFINE_BLOCK // (high * high))
-            for start in range(0, bucket.numel(), per_batch):
-                batch = bucket[start:start + per_batch]
-                new[batch] = _small_medoids(X, members, starts[batch], sizes[batch],
-                                            here[batch])
-            low = high
-        large = torch.nonzero(sizes > _SMALL_CLUSTER).flatten().tolist()
-        for t in large:
-            start, size = int(starts[t]), int(sizes[t])
-            cluster = members[start:start + size]
-            new[t] = cluster[_medoid(X[cluster], int(here[t]), limit)]
+        new = _medoid_step(X, picks, _nearest_pick(X, picks), limit)
         if torch.equal(new, picks):
             break
         picks, moved = new, moved + 1
