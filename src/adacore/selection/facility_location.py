@@ -243,14 +243,15 @@ _REFINE_BLOCK = 1 << 22
 
 def _nearest_pick(X: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
     """For every row of ``X``, the position in ``picks`` of its nearest pick (ties to the
-    earliest), a pick always its own."""
+    earliest), a pick always its own. Each (k, columns) block of distances is read
+    transposed: row-wise minima are several times faster than column-wise ones."""
     nearest = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
-    rows = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
+    columns = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
     chosen = X[picks]
     center = X.to(torch.float32).mean(dim=0)          # where most points are
-    for start in range(0, X.shape[0], rows):
-        block = pairwise_distances(X[start:start + rows], chosen, center=center)
-        nearest[start:start + rows] = torch.argmin(block, dim=1)   # first minimum
+    for start in range(0, X.shape[0], columns):
+        block = pairwise_distances(chosen, X[start:start + columns], center=center)
+        nearest[start:start + columns] = torch.argmin(block.T.contiguous(), dim=1)
     nearest[picks] = torch.arange(picks.shape[0], device=X.device)
     return nearest
 
@@ -341,16 +342,19 @@ def _refined(X: torch.Tensor, picks: torch.Tensor, iterations: int, largest: flo
     the gains are F's marginal gains in that order, so after a move they need not be
     non-increasing."""
     picks, moved = refine_medoids(X, picks, iterations)
-    distances = cross_distances(X[picks], X)
-    # c: the largest distance the engine saw, or a refined pick's if larger, so s >= 0
+    distances = cross_distances(X[picks], X).T.contiguous()      # (n, k), read by row
+    # c: the largest distance the engine saw, or a refined pick's if larger, so s >= 0;
+    # F(S_t) = n c - sum_i min_{j <= t} d_ij, so the gains are differences of the
+    # running minimum's sums
     largest = max(largest, float(distances.max()))
-    similarity = distances.neg_().add_(largest)
-    best = torch.zeros(X.shape[0], dtype=similarity.dtype, device=X.device)
-    gains = []
-    for row in similarity:
-        gains.append(float(torch.sub(row, best).clamp_min_(0.0).sum()))
-        torch.maximum(best, row, out=best)
-    return picks.cpu().tolist(), gains, _cluster_sizes(similarity, picks), moved
+    covered = torch.cummin(distances, dim=1).values.sum(dim=0, dtype=torch.float64)
+    before = torch.cat([covered.new_tensor([X.shape[0] * largest]), covered[:-1]])
+    gains = (before - covered).tolist()
+    # cluster sizes under s = c - d, ties to the earliest pick as in the other engines
+    nearest = torch.argmax(distances.neg_().add_(largest), dim=1)
+    nearest[picks] = torch.arange(picks.shape[0], device=X.device)
+    weights = torch.bincount(nearest, minlength=picks.shape[0]).cpu().numpy()
+    return picks.cpu().tolist(), gains, weights.astype(np.float64), moved
 
 
 def check_pool(pool) -> float | None:
