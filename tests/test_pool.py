@@ -206,6 +206,16 @@ def test_cli_select_with_a_pool(tmp_path, capsys):
                  "--pool", "3", "--out", str(tmp_path / "d.npz")]) == 2
     assert "--pool: only the facility-location methods" in capsys.readouterr().err
     assert not (tmp_path / "d.npz").exists()
+    # --refine reaches the engine: 0 gives the unrefined pool's picks
+    assert main(["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--fraction", "0.05", "--method", "craig",
+                 "--pool", "3", "--refine", "0", "--out", str(tmp_path / "e.npz")]) == 0
+    plain = get_strategy("craig", fraction=0.05, pool=3, refine=0).select(X, labels)
+    np.testing.assert_array_equal(Coreset.load(tmp_path / "e.npz").indices, plain.indices)
+    assert main(["select", "--vectors", str(tmp_path / "X.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--fraction", "0.05", "--method", "craig",
+                 "--refine", "-1", "--out", str(tmp_path / "f.npz")]) == 2
+    assert "refine" in capsys.readouterr().err
 
 
 def test_pool_size_falls_back_to_every_point_above_half_the_class():

@@ -316,8 +316,18 @@ def test_compare_forwards_the_full_margin_from_the_scenario_and_the_flag(tmp_pat
     assert seen["options"]["full_margin"] == 0.05 and "full_margin" not in seen["settings"]
     assert seen["settings"]["pool"] == 4.0
     assert cli.main(["compare", "--config", str(scenario), "--full-margin", "0.02",
-                     "--pool", "8", "--out", out]) == 0
+                     "--pool", "8", "--refine", "3", "--out", out]) == 0
     assert seen["options"]["full_margin"] == 0.02 and seen["settings"]["pool"] == 8.0
+    assert seen["settings"]["refine"] == 3
+
+
+def test_refine_reaches_the_facility_location_strategies_only():
+    from adacore.training import TrainConfig
+
+    for method in ("adacore", "craig"):
+        strategy = TrainConfig(method=method, pool=4.0, refine=1).strategy()
+        assert strategy.pool == 4.0 and strategy.refine == 1
+    assert TrainConfig(method="craig").strategy().refine is None
 
 
 def test_projection_in_the_loader_is_fixed_and_refused_for_adacore():
