@@ -613,7 +613,16 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
         When pool * k exceeds n / 2 every point is a candidate (the dense engine, which
         then costs no more). None (the default): every point is a candidate (the exact
         greedy). With a pool the greedy's guarantee holds against the best k-subset of
-        the pool.
+        the pool, and ``refine`` then moves the picks off the pool.
+    refine : int, optional
+        Voronoi iterations after the greedy (:func:`refine_medoids`): every point is
+        assigned to its nearest pick, then each pick moves to its cluster's medoid
+        (sought among the cluster's :data:`MEDOID_CANDIDATES` members nearest its
+        mean), which never lowers F. The picks keep the greedy's order and their gains
+        are F's marginal gains in that order. None (the default): :data:`POOL_REFINE`
+        (2) with a pool, 0 (the exact greedy's picks) without; the sparse engine does
+        not refine. In training (README, "Candidate pool") AdaCore with a pool needed
+        the 2 iterations to match the exact greedy.
 
     Returns
     -------
