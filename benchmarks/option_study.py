@@ -76,6 +76,17 @@ PRESETS = {
              "craig, pool 8": {"method": "craig", "pool": 8.0},
              "craig, pool 8, refine 0": {"method": "craig", "pool": 8.0, "refine": 0},
              "craig, pool 4": {"method": "craig", "pool": 4.0}},
+    # cluster weights capped at 10 times the mean (max_weight), on the engines whose
+    # uncapped runs collapsed (the "pool" preset) and on the exact greedy
+    "max_weight": {
+        "craig exact, cap 10": {"method": "craig", "max_weight": 10.0},
+        "craig pool 8, cap 10": {"method": "craig", "pool": 8.0, "max_weight": 10.0},
+        "craig pool 8 refine 0, cap 10": {"method": "craig", "pool": 8.0, "refine": 0,
+                                          "max_weight": 10.0},
+        "adacore exact, cap 10": {"method": "adacore", "max_weight": 10.0},
+        "adacore pool 4 refine 0, cap 10": {"method": "adacore", "pool": 4.0, "refine": 0,
+                                            "max_weight": 10.0},
+    },
     # each method with its defaults (AdaCore's smoothing included) and either split
     "budgets": {f"{method} {budget}": {"method": method, "budget": budget}
                 for method in ("adacore", "craig", "gradmatch", "glister", "random")
@@ -152,7 +163,7 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS))
     parser.add_argument("--config", required=True, help="TOML scenario (experiments/)")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--variants", help="comma-separated subset of the preset's names")
+    parser.add_argument("--variants", help="semicolon-separated subset of the preset's names")
     parser.add_argument("--select-every", type=int, help="override the scenario's R")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
@@ -163,7 +174,7 @@ def main(argv=None) -> int:
         scenario["select_every"] = args.select_every
     variants = PRESETS[args.preset]
     if args.variants:
-        variants = {name: variants[name] for name in args.variants.split(",")}
+        variants = {name: variants[name] for name in args.variants.split(";")}
     out = Path(args.out)
     rows = study(scenario, variants, [int(s) for s in args.seeds.split(",")], out)
     text = markdown(rows)

@@ -198,6 +198,7 @@ BAD_SETTINGS = [
     ({"beta2": 1.0}, "beta2"), ({"beta2": float("nan")}, "beta2"),
     ({"pool": 0.5}, "pool"), ({"pool": float("nan")}, "pool"), ({"pool": "8"}, "pool"),
     ({"refine": -1}, "refine"), ({"refine": 1.5}, "refine"), ({"refine": "2"}, "refine"),
+    ({"max_weight": 0.5}, "max_weight"), ({"max_weight": float("nan")}, "max_weight"),
     ({"imbalance_ratio": 0.5}, "imbalance_ratio"),
     ({"imbalance_ratio": float("inf")}, "imbalance_ratio"),
     ({"seed": -1}, "seed"), ({"seed": 2**63}, "seed"), ({"seed": 1.5}, "seed"),

@@ -506,3 +506,61 @@ def test_a_convolutional_model_gets_the_images():
     assert tuple(rows.train.x.shape[1:]) == (784,)
     assert torch.equal(images.val.x.reshape(len(images.val.x), -1), rows.val.x)
     assert not takes_images("no-such-model")        # build_model names the choices
+
+
+def brute_capped(weights, cap):
+    """Clip at cap and renormalise to mean 1, again and again until the cap holds."""
+    w = weights / weights.mean()
+    for _ in range(100_000):
+        w = np.minimum(w, cap)
+        w = w / w.mean()
+        if w.max() <= cap * (1 + 1e-12):
+            break
+    return w
+
+
+def test_max_weight_water_fills_to_the_cap_with_mean_one():
+    from adacore.coreset import Coreset
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n = int(rng.integers(1, 60))
+        weights = rng.pareto(1.0, n) + 0.01           # heavy-tailed, like cluster sizes
+        cap = 1.0 if trial % 10 == 0 else float(rng.uniform(1, 8))
+        coreset = Coreset(indices=np.arange(n), weights=weights, gains=np.zeros(n))
+        capped = coreset.normalized_weights(cap)
+        assert capped.mean() == pytest.approx(1.0, abs=1e-9)
+        assert capped.max() <= cap * (1 + 1e-9)
+        np.testing.assert_allclose(capped, brute_capped(weights, cap), rtol=1e-5, atol=1e-8)
+        # the order of the weights is kept, and no cap means the plain rescaling
+        assert np.all(np.diff(capped[np.argsort(weights)]) >= -1e-12)
+        np.testing.assert_array_equal(coreset.normalized_weights(None),
+                                      weights / weights.mean())
+    # a cap above every weight changes nothing
+    coreset = Coreset(indices=np.arange(3), weights=np.array([1.0, 2.0, 3.0]),
+                      gains=np.zeros(3))
+    np.testing.assert_array_equal(coreset.normalized_weights(10), [0.5, 1.0, 1.5])
+
+
+def test_loader_trains_on_capped_weights_and_refuses_a_cap_below_one():
+    x, y = small_data()
+    model = MLP(in_features=5, hidden=(4,), num_classes=3)
+    strategy = get_strategy("craig", fraction=0.2)
+    loader = CoresetLoader(x, y, strategy, batch_size=8, max_weight=1.5)
+    seen = torch.cat([weights for _, _, weights in loader.epoch(model)])
+    assert float(seen.max()) <= 1.5 + 1e-6
+    assert float(seen.mean()) == pytest.approx(1.0, abs=1e-5)
+    expected = loader.coreset_.normalized_weights(1.5)
+    assert sorted(seen.tolist()) == pytest.approx(sorted(expected.tolist()), abs=1e-6)
+    for bad in (0.5, float("nan"), "2"):
+        with pytest.raises(InputError, match="max_weight"):
+            CoresetLoader(x, y, strategy, max_weight=bad)
+        with pytest.raises(InputError, match="max_weight"):
+            TrainConfig(method="craig", max_weight=bad).validate()
+
+
+def test_trainer_gives_the_loader_its_max_weight(tmp_path):
+    config = TrainConfig(method="craig", dataset="digits", model="mlp", epochs=1,
+                         max_weight=4.0)
+    *_, loader = Trainer(config, tmp_path / "run", quiet=True)._setup(torch.device("cpu"))
+    assert loader.max_weight == 4.0

@@ -178,6 +178,8 @@ _HELP = {
             "by D^2 sampling (all examples still covered); unset: every example",
     "refine": "adacore/craig: Voronoi iterations after each class's greedy (each pick moves "
               "to its cluster's medoid); unset: 2 with --pool, 0 without",
+    "max_weight": "cap each coreset weight at this multiple of the mean (>= 1), the rest "
+                  "scaled up to keep the mean 1; unset: the weights as selected",
 }
 
 
@@ -198,7 +200,7 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         kind = type(default) if default is not None else (
             {"imbalance_ratio": float, "projection_dim": int, "neighbors": int,
-             "pool": float, "refine": int}.get(field.name, str))
+             "pool": float, "refine": int, "max_weight": float}.get(field.name, str))
         parser.add_argument(flag, type=kind, default=None,
                             help=f"{_HELP.get(field.name, '')} (default {default})".strip())
 

@@ -61,9 +61,26 @@ class Coreset:
     def __len__(self) -> int:
         return int(self.indices.shape[0])
 
-    def normalized_weights(self) -> np.ndarray:
-        """Weights rescaled to mean 1, so a learning rate keeps its meaning."""
-        return self.weights / self.weights.mean()
+    def normalized_weights(self, max_weight: float | None = None) -> np.ndarray:
+        """Weights rescaled to mean 1, so a learning rate keeps its meaning.
+
+        ``max_weight`` (>= 1, optional) caps every weight at that multiple of the mean:
+        the weights above it are set to it and the others scaled up together so the
+        mean stays 1 (water-filling: the one such scaling, found exactly). None: the
+        weights as selected (cluster sizes for CRAIG and AdaCore, as the theory has).
+        """
+        weights = self.weights / self.weights.mean()
+        if max_weight is None or weights.max() <= max_weight:
+            return weights
+        n = weights.shape[0]
+        descending = np.sort(weights)[::-1]
+        rest = np.cumsum(descending[::-1])[::-1]          # rest[m] = sum of descending[m:]
+        for clipped in range(1, n):
+            # the `clipped` largest at max_weight, the others times `scale`
+            scale = (n - clipped * max_weight) / rest[clipped]
+            if descending[clipped] * scale <= max_weight:
+                return np.minimum(weights * scale, max_weight)
+        return np.full(n, 1.0)                              # max_weight == 1: all equal
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the coreset to a ``.npz`` file atomically (temporary file, fsync, rename)."""

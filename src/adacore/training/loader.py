@@ -32,7 +32,7 @@ from adacore.distributed.ddp import (DistributedCoresetSampler, is_distributed, 
                                      probe_sharded)
 from adacore.probe import probe
 from adacore.strategies.base import Strategy
-from adacore.validation import InputError, as_labels, check_choice, check_int
+from adacore.validation import InputError, as_labels, check_choice, check_int, check_real
 
 
 def _inputs(x) -> torch.Tensor:
@@ -58,7 +58,10 @@ class CoresetLoader:
     Weights are the coreset's, rescaled to mean 1 within the coreset so a learning
     rate keeps its meaning (the loss ``mean(w * l)`` estimates the full-data mean loss);
     a strategy whose weights are loss weights to use as they are (InfoBatch:
-    ``rescale_weights = False``) gets them unchanged.
+    ``rescale_weights = False``) gets them unchanged. ``max_weight`` (optional, >= 1)
+    caps the rescaled weights at that multiple of the mean, the rest scaled up to keep
+    the mean 1 (:meth:`adacore.Coreset.normalized_weights`); it does not apply to such
+    loss weights.
     Strategies that need per-example vectors get them from :func:`adacore.probe.probe`
     on the model at the start of a selection epoch (last-layer terms, in ``space``).
     Strategies that prune by training loss (InfoBatch, ``"losses"`` in ``requires``)
@@ -116,8 +119,11 @@ class CoresetLoader:
                  space: str = "auto", probe_batch_size: int = 512, seed: int = 0,
                  device=None, val_x: torch.Tensor | None = None,
                  val_y: torch.Tensor | None = None, projection_dim: int | None = None,
-                 transform=None, distributed: bool | None = None):
+                 transform=None, distributed: bool | None = None,
+                 max_weight: float | None = None):
         self.x = _inputs(x)
+        self.max_weight = (None if max_weight is None
+                           else check_real("max_weight", max_weight, low=1))
         self.y = torch.from_numpy(as_labels("y", y, len(self.x)))
         self.strategy = strategy
         self.batch_size = check_int("batch_size", batch_size, 1)
@@ -263,7 +269,7 @@ class CoresetLoader:
             if self._needs_selection():
                 self.select(model)
             indices = torch.from_numpy(self.coreset_.indices)
-            weights = torch.from_numpy(self.coreset_.normalized_weights()
+            weights = torch.from_numpy(self.coreset_.normalized_weights(self.max_weight)
                                        if self.strategy.rescale_weights
                                        else self.coreset_.weights).float()
             self.visited_[indices] = True

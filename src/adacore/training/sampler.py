@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from adacore.coreset import Coreset
 from adacore.curvature import softmax_ce_last_layer_terms, softmax_ce_logit_terms
 from adacore.strategies.base import Strategy
-from adacore.validation import InputError, check_choice, check_int
+from adacore.validation import InputError, check_choice, check_int, check_real
 
 __all__ = ["CoresetSampler", "WeightedDataset"]
 
@@ -178,8 +178,11 @@ class CoresetSampler(Sampler):
 
     def __init__(self, dataset, strategy: Strategy, *, select_every: int = 1, seed: int = 0,
                  batch_size_probe: int = 256, num_workers: int = 0, probe_dataset=None,
-                 last_layer=None, space: str = "auto", val_dataset=None, device=None):
+                 last_layer=None, space: str = "auto", val_dataset=None, device=None,
+                 max_weight: float | None = None):
         self.n = _dataset_length("dataset", dataset)
+        self.max_weight = (None if max_weight is None
+                           else check_real("max_weight", max_weight, low=1))
         if not isinstance(strategy, Strategy):
             raise InputError(f"strategy: got {type(strategy).__name__}, expected a Strategy "
                              f"(e.g. adacore.get_strategy('craig', fraction=0.1))")
@@ -292,7 +295,7 @@ class CoresetSampler(Sampler):
                              f"nothing to train on")
         weights = torch.zeros(self.n, dtype=torch.float32)
         weights[torch.from_numpy(coreset.indices)] = torch.from_numpy(
-            coreset.normalized_weights()).float()
+            coreset.normalized_weights(self.max_weight)).float()
         self.dataset.weights.copy_(weights)
         self.coreset_ = coreset
         self.selected_epoch_ = self.epoch_

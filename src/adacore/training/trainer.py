@@ -77,6 +77,7 @@ class TrainConfig:
     max_memory: str | None = None
     pool: float | None = None
     refine: int | None = None
+    max_weight: float | None = None
     strategy_options: dict = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
@@ -121,6 +122,8 @@ class TrainConfig:
             parse_memory(self.max_memory)
         check_pool(self.pool)
         check_refine(self.refine)
+        if self.max_weight is not None:
+            check_real("max_weight", self.max_weight, low=1)
         if not isinstance(self.strategy_options, dict) or not all(
                 isinstance(key, str) for key in self.strategy_options):
             raise fail("strategy_options", self.strategy_options,
@@ -367,7 +370,7 @@ class Trainer:
                                probe_batch_size=config.probe_batch_size,
                                seed=config.seed, device=device, val_x=splits.val.x,
                                val_y=splits.val.y, projection_dim=config.projection_dim,
-                               transform=augment)
+                               transform=augment, max_weight=config.max_weight)
         return splits, model, optimizer, scheduler, loader
 
     def run(self, *, resume: bool = False) -> dict:
