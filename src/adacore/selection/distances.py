@@ -77,16 +77,26 @@ def squared_distances(queries: torch.Tensor, base: torch.Tensor,
 
 
 
-def cross_distances(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances between the rows of ``A`` (m, d) and ``B`` (n, d), float32,
-    by :func:`pairwise_distances` with both sides centred on the mean of ``B``.
+def centred(X: torch.Tensor) -> torch.Tensor:
+    """``X`` in float32 minus its mean."""
+    X = X.to(torch.float32)
+    return X - X.mean(dim=0, keepdim=True)
 
-    ``A`` is a subset of the points ``B`` (candidates, picks). The Gram identity loses
-    about eps ||a||^2 in each squared distance, ||a|| measured from the centre, so the
-    centre belongs where most points are: the mean of all of them, not of a
-    D^2-sampled pool, which over-represents the isolated points (for preconditioned
-    gradients those lie 1e3-1e4 from a class's core). On MNIST's AdaCore gradients the
-    two centres gave the same round gradient error (within 3%, 4 seeds); the class's
-    mean is the one that stays exact when the isolated points are farther still.
+
+def distances_to_rows(X: torch.Tensor, rows: torch.Tensor, *,
+                      squared: bool = False) -> torch.Tensor:
+    """(n, m) Euclidean distances (squared if ``squared``) of every row of ``X`` to its
+    rows ``rows`` (candidates, picks), float32, in that layout (each point's row
+    contiguous), by the Gram identity in one product (:func:`squared_distances`).
+
+    Both sides are centred on the mean of ``X``. The identity loses about
+    eps ||a||^2 in each squared distance, ||a|| measured from the centre, so the centre
+    belongs where most points are: the mean of all of them, not of a D^2-sampled pool,
+    which over-represents the isolated points (for preconditioned gradients those lie
+    1e3-1e4 from a class's core). On MNIST's AdaCore gradients the two centres gave the
+    same round gradient error (within 3%, 4 seeds); the mean of all points is the one
+    that stays exact when the isolated points are farther still.
     """
-    return pairwise_distances(A, B, center=B.to(torch.float32).mean(dim=0))
+    points = centred(X)
+    out = squared_distances(points, points[rows]).clamp_min_(0.0)
+    return out if squared else out.sqrt_()

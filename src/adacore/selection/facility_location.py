@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from adacore.coreset import Coreset
-from adacore.selection.distances import (cross_distances, pairwise_distances,
+from adacore.selection.distances import (centred, distances_to_rows, pairwise_distances,
                                          squared_distances)
 from adacore.selection.memory import (dense_bytes, format_bytes, pool_bytes,
                                       resolve_memory_limit, sparse_bytes)
@@ -243,15 +243,16 @@ _REFINE_BLOCK = 1 << 22
 
 def _nearest_pick(X: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
     """For every row of ``X``, the position in ``picks`` of its nearest pick (ties to the
-    earliest), a pick always its own. Each (k, columns) block of distances is read
-    transposed: row-wise minima are several times faster than column-wise ones."""
+    earliest), a pick always its own; by squared distances (the same order), in blocks
+    of rows."""
+    points = centred(X)
     nearest = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
-    columns = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
-    chosen = X[picks]
-    center = X.to(torch.float32).mean(dim=0)          # where most points are
-    for start in range(0, X.shape[0], columns):
-        block = pairwise_distances(chosen, X[start:start + columns], center=center)
-        nearest[start:start + columns] = torch.argmin(block.T.contiguous(), dim=1)
+    rows = max(1, _REFINE_BLOCK // max(1, picks.shape[0]))
+    chosen = points[picks]
+    norms = torch.einsum("ij,ij->i", chosen, chosen)
+    for start in range(0, X.shape[0], rows):
+        block = squared_distances(points[start:start + rows], chosen, norms)
+        nearest[start:start + rows] = torch.argmin(block, dim=1)
     nearest[picks] = torch.arange(picks.shape[0], device=X.device)
     return nearest
 
@@ -342,7 +343,7 @@ def _refined(X: torch.Tensor, picks: torch.Tensor, iterations: int, largest: flo
     the gains are F's marginal gains in that order, so after a move they need not be
     non-increasing."""
     picks, moved = refine_medoids(X, picks, iterations)
-    distances = cross_distances(X[picks], X).T.contiguous()      # (n, k), read by row
+    distances = distances_to_rows(X, picks)                      # (n, k), read by row
     # c: the largest distance the engine saw, or a refined pick's if larger, so s >= 0;
     # F(S_t) = n c - sum_i min_{j <= t} d_ij, so the gains are differences of the
     # running minimum's sums
@@ -396,9 +397,8 @@ def candidate_pool(X: torch.Tensor, size: int, rng: np.random.Generator,
     n = X.shape[0]
     if size >= n:
         return torch.arange(n, device=X.device)
-    points = X.to(torch.float32)
-    centred = points - points.mean(dim=0, keepdim=True)
-    weight = torch.einsum("ij,ij->i", centred, centred).double()
+    points = centred(X)
+    weight = torch.einsum("ij,ij->i", points, points).double()
     chosen = torch.zeros(n, dtype=torch.bool, device=X.device)
     per_round = max(1, math.ceil(size / rounds))
     while int(chosen.sum()) < size:
@@ -413,7 +413,7 @@ def candidate_pool(X: torch.Tensor, size: int, rng: np.random.Generator,
         chosen[new] = True
         # squared distances straight from the Gram identity (centred, so little
         # cancellation); a sampling weight needs no square root
-        nearest = squared_distances(centred, centred[new]).min(dim=1).values
+        nearest = squared_distances(points, points[new]).min(dim=1).values
         weight = torch.minimum(weight, nearest.clamp_min_(0.0).double())
     missing = size - int(chosen.sum())
     if missing > 0:
@@ -434,15 +434,16 @@ def pool_facility_location(X: torch.Tensor, k: int, size: int, *, optimizer: str
     the similarity is (size, n) instead of (n, n). The pool holds the isolated points but
     only a sample of each dense region, whose medoid it usually misses; the refinement
     (:func:`refine_medoids`) moves each pick to its cluster's medoid, which any point may
-    be. Distances are :func:`cross_distances`. Returns (order, gains, weights, refining
+    be. Distances are :func:`distances_to_rows`. Returns (order, gains, weights, refining
     iterations that moved a pick) with ``order`` indexing the rows of ``X``.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     pool = candidate_pool(X, size, rng)
-    distances = cross_distances(X[pool], X)
-    largest = float(distances.max())
-    similarity = distances.neg_().add_(largest)                 # c - d, c the largest
-    gains = _Gains(similarity, similarity.T.contiguous())
+    columns = distances_to_rows(X, pool)                        # (n, size)
+    largest = float(columns.max())
+    columns.neg_().add_(largest)                                # s = c - d, c the largest
+    similarity = columns.T.contiguous()
+    gains = _Gains(similarity, columns)
     order, values = OPTIMIZERS[optimizer](gains, k, rng, epsilon)
     order_t = torch.as_tensor(order, dtype=torch.long, device=pool.device)
     picks = pool[order_t]
