@@ -12,7 +12,7 @@ share of picks CRAIG also makes on the same probe and the median of
         --config experiments/mnist_1pct.toml --seeds 0,1,2 --out runs/study/smoothing
 
 Presets: smoothing (AdaCore's curvature smoothing), pool (the exact greedy against the
-pool engine), baselines (GLISTER's and
+pool engine), max_weight (capped weights), refine_to (the refinement's step), baselines (GLISTER's and
 GradMatch's modes, as their authors ran them or not), budgets (proportional against
 equal per-class budgets, for class-imbalanced scenarios). Finished runs in --out are
 read back, so a study can be stopped and continued.
@@ -86,6 +86,17 @@ PRESETS = {
         "adacore exact, cap 10": {"method": "adacore", "max_weight": 10.0},
         "adacore pool 4 refine 0, cap 10": {"method": "adacore", "pool": 4.0, "refine": 0,
                                             "max_weight": 10.0},
+    },
+    # the refinement's step: picks moved to their clusters' medoids (the default) or to
+    # the member nearest each cluster's mean
+    "refine_to": {
+        "adacore, pool 4": {"method": "adacore", "pool": 4.0},
+        "adacore, pool 4, to mean": {"method": "adacore", "pool": 4.0, "refine_to": "mean"},
+        "adacore, pool 4, refine 1, to mean": {"method": "adacore", "pool": 4.0,
+                                               "refine": 1, "refine_to": "mean"},
+        "adacore, pool 8, to mean": {"method": "adacore", "pool": 8.0, "refine_to": "mean"},
+        "craig, pool 4, to mean": {"method": "craig", "pool": 4.0, "refine_to": "mean"},
+        "craig, pool 8, to mean": {"method": "craig", "pool": 8.0, "refine_to": "mean"},
     },
     # each method with its defaults (AdaCore's smoothing included) and either split
     "budgets": {f"{method} {budget}": {"method": method, "budget": budget}

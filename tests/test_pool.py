@@ -300,16 +300,16 @@ def test_refined_pool_reaches_the_exact_greedy_cost():
 
 
 def test_a_large_cluster_looks_for_its_medoid_near_its_mean():
-    from adacore.selection.facility_location import refine_medoids
+    from adacore.selection.facility_location import refine_picks
     rng = np.random.default_rng(0)
     X = torch.from_numpy(rng.standard_normal((400, 3)))
     far = int(torch.argmax(X.norm(dim=1)))         # start from the outermost point
     # with every member a candidate the medoid is the brute-force one
-    picks, moved = refine_medoids(X, [far], 1, limit=1000)
+    picks, moved = refine_picks(X, [far], 1, limit=1000)
     totals = cdist(X.numpy(), X.numpy()).sum(axis=1)
     assert moved == 1 and int(picks[0]) == int(np.argmin(totals))
     # with 20 candidates: the best of the 20 nearest the mean (and the pick itself)
-    picks, _ = refine_medoids(X, [far], 1, limit=20)
+    picks, _ = refine_picks(X, [far], 1, limit=20)
     near = np.argsort(np.linalg.norm(X.numpy() - X.numpy().mean(axis=0), axis=1))[:20]
     assert int(picks[0]) == int(near[np.argmin(totals[near])])
 
@@ -333,3 +333,49 @@ def test_bad_refine_is_refused_naming_it(bad):
 def test_refine_with_greedi_is_refused():
     with pytest.raises(InputError, match="refine"):
         get_strategy("craig", fraction=0.1, refine=1, client="tcp://127.0.0.1:1")
+
+
+def brute_mean_step(X, picks):
+    """float64: every point to its nearest pick (ties to the earliest, a pick its own),
+    then each pick to its cluster's member nearest the cluster's mean (lowest index on
+    ties), unless the cluster has 2 points or fewer or the pick is as near."""
+    distances = cdist(X, X[picks])
+    nearest = np.argmin(distances, axis=1)
+    nearest[picks] = np.arange(len(picks))
+    new = list(picks)
+    for t, pick in enumerate(picks):
+        members = np.flatnonzero(nearest == t)
+        spread = np.linalg.norm(X[members] - X[members].mean(axis=0), axis=1)
+        best = members[np.argmin(spread)]
+        own = np.linalg.norm(X[pick] - X[members].mean(axis=0))
+        if len(members) > 2 and spread.min() < own * (1 - 1e-6):
+            new[t] = int(best)
+    return new
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_refining_to_the_mean_is_the_brute_force_step_and_nears_each_mean(seed):
+    from adacore.selection.facility_location import refine_picks
+    X = blobs(seed, n=500, centres=8).astype(np.float64)
+    start = list(np.random.default_rng(seed).choice(len(X), 12, replace=False))
+    picks, moved = refine_picks(torch.from_numpy(X).float(), start, 1, to="mean")
+    assert picks.tolist() == brute_mean_step(X, start) and moved == 1
+    # the engine's result, weights included, against the error of the medoid step
+    mean = facility_location(X, 12, pool=4, seed=seed, refine=1, refine_to="mean")
+    medoid = facility_location(X, 12, pool=4, seed=seed, refine=1)
+    assert mean.metadata["refine_to"] == "mean" and medoid.metadata["refine_to"] == "medoid"
+    assert mean.weights.sum() == len(X) and np.all(mean.weights >= 1)
+    # for the clusters it moved in, a pick is never farther from the cluster's mean
+    distances = cdist(X, X[start])
+    nearest = np.argmin(distances, axis=1)
+    nearest[start] = np.arange(len(start))
+    for t, (old, new) in enumerate(zip(start, picks.tolist())):
+        centre = X[nearest == t].mean(axis=0)
+        assert np.linalg.norm(X[new] - centre) <= np.linalg.norm(X[old] - centre) + 1e-9
+
+
+def test_bad_refine_to_is_refused_naming_it():
+    with pytest.raises(InputError, match="refine_to"):
+        facility_location(blobs(0, n=50), 3, pool=2, refine_to="centre")
+    with pytest.raises(InputError, match="refine_to"):
+        get_strategy("adacore", fraction=0.1, refine_to="median")

@@ -87,7 +87,8 @@ def _select(args: argparse.Namespace) -> int:
         options["eps"] = args.eps
     engine = {"neighbors": args.neighbors, "neighbor_search": args.neighbor_search,
               "max_memory": args.max_memory, "client": args.scheduler,
-              "partitions": args.partitions, "pool": args.pool, "refine": args.refine}
+              "partitions": args.partitions, "pool": args.pool, "refine": args.refine,
+              "refine_to": args.refine_to}
     given = {name: value for name, value in engine.items()
              if value is not None and not (name == "neighbor_search" and value == "auto")}
     if given and method not in ("adacore", "craig"):
@@ -178,6 +179,8 @@ _HELP = {
             "by D^2 sampling (all examples still covered); unset: every example",
     "refine": "adacore/craig: Voronoi iterations after each class's greedy (each pick moves "
               "to its cluster's medoid); unset: 2 with --pool, 0 without",
+    "refine_to": "adacore/craig: where a refinement step moves each pick: medoid (never "
+                 "lowers F) or mean (the member nearest the cluster's mean); unset: medoid",
     "max_weight": "cap each coreset weight at this multiple of the mean (>= 1), the rest "
                   "scaled up to keep the mean 1; unset: the weights as selected",
 }
@@ -348,7 +351,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from adacore.selection.budgets import BUDGET_MODES
-    from adacore.selection.facility_location import OPTIMIZERS
+    from adacore.selection.facility_location import OPTIMIZERS, REFINE_STEPS
     from adacore.selection.neighbors import SEARCHES
     from adacore.strategies import available_strategies
 
@@ -397,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     select.add_argument("--refine", type=int, metavar="N",
                         help="Voronoi iterations after each class's greedy: each pick moves "
                              "to its cluster's medoid (default: 2 with --pool, 0 without)")
+    select.add_argument("--refine-to", choices=sorted(REFINE_STEPS),
+                        help="where a refinement step moves each pick: its cluster's medoid "
+                             "(never lowers F) or the member nearest the cluster's mean "
+                             "(default: medoid)")
     select.add_argument("--scheduler", metavar="ADDRESS",
                         help="run GreeDi on this Dask scheduler, e.g. tcp://host:8786")
     select.add_argument("--partitions", type=int,

@@ -10,12 +10,13 @@ seed r (the seed draws the pool and the neighbour search; the dense engine is
 deterministic), so that a faster engine's price in quality shows.
 
     adacore bench round [--model mlp|lenet] [--repeats 3] [--fraction 0.01]
-                        [--pool 8 16] [--refine 0 2] [--neighbors 32] [--json]
+                        [--pool 8 16] [--refine 0 2] [--refine-to medoid mean]
+                        [--neighbors 32] [--json]
 
 ``--json`` prints one object instead of the table:
 ``{"full_epoch_seconds": s, "model", "fraction", "threads", "repeats", "rounds":
 [{"method", "space", "seconds", "epochs", "select_seconds", "gradient_error",
-"neighbors", "pool", "refine"}, ...]}`` (``epochs`` = seconds / full_epoch_seconds).
+"neighbors", "pool", "refine", "refine_to"}, ...]}`` (``epochs`` = seconds / full_epoch_seconds).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def round_error(coreset) -> float | None:
 
 
 def selection_round(model, x, y, method, space, fraction, neighbors=None, pool=None,
-                    seed=0, refine=None):
+                    seed=0, refine=None, refine_to=None):
     """Probe ``model`` on (x, y) in ``space`` and select once with a fresh ``method``
     (``seed``: the strategy's, which draws the pool and the neighbour search)."""
     options = {"seed": seed} if neighbors is None else {"neighbors": neighbors, "seed": seed}
@@ -65,6 +66,8 @@ def selection_round(model, x, y, method, space, fraction, neighbors=None, pool=N
         options["pool"] = pool
     if refine is not None:
         options["refine"] = refine
+    if refine_to is not None:
+        options["refine_to"] = refine_to
     strategy = get_strategy(method, fraction=fraction, **options)
     wants_diag = "hessian_diag" in strategy.requires
     result = probe(model, x, y, space=space, hessian="closed_form" if wants_diag else None,
@@ -81,21 +84,25 @@ def _cases(model, x, y, args) -> dict:
         for space in spaces:
             cases[f"{method} round, {space}"] = (
                 {"method": method, "space": space, "neighbors": None, "pool": None,
-                 "refine": 0},
+                 "refine": 0, "refine_to": None},
                 lambda seed, m=method, s=space: selection_round(model, x, y, m, s,
                                                                 args.fraction, seed=seed))
         for pool in args.pool:
             for refine in args.refine:
-                cases[f"{method} round, logits, pool {pool:g}, refine {refine}"] = (
-                    {"method": method, "space": "logits", "neighbors": None, "pool": pool,
-                     "refine": refine},
-                    lambda seed, m=method, p=pool, r=refine: selection_round(
-                        model, x, y, m, "logits", args.fraction, pool=p, seed=seed,
-                        refine=r))
+                for to in (args.refine_to if refine > 0 else args.refine_to[:1]):
+                    name = f"{method} round, logits, pool {pool:g}, refine {refine}"
+                    if refine > 0 and to != "medoid":
+                        name += f" to {to}"
+                    cases[name] = (
+                        {"method": method, "space": "logits", "neighbors": None,
+                         "pool": pool, "refine": refine, "refine_to": to},
+                        lambda seed, m=method, p=pool, r=refine, t=to: selection_round(
+                            model, x, y, m, "logits", args.fraction, pool=p, seed=seed,
+                            refine=r, refine_to=t))
         for neighbors in args.neighbors:
             cases[f"{method} round, logits, sparse K = {neighbors}"] = (
                 {"method": method, "space": "logits", "neighbors": neighbors, "pool": None,
-                 "refine": 0},
+                 "refine": 0, "refine_to": None},
                 lambda seed, m=method, k=neighbors: selection_round(
                     model, x, y, m, "logits", args.fraction, k, seed=seed))
     return cases
@@ -116,6 +123,10 @@ def main(argv=None):
                         help="also time the sparse engine with these K (logit space)")
     parser.add_argument("--logits-only", action="store_true",
                         help="leave out the (slow) last-layer rounds")
+    parser.add_argument("--refine-to", nargs="+", choices=("medoid", "mean"),
+                        default=["medoid"],
+                        help="where the refinement moves each pick, one row each (default "
+                             "medoid)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     splits = load_dataset("mnist")

@@ -313,36 +313,76 @@ def _medoid_step(X: torch.Tensor, picks: torch.Tensor, nearest: torch.Tensor,
     return new
 
 
-def refine_medoids(X: torch.Tensor, picks, iterations: int,
-                   limit: int | None = None) -> tuple[torch.Tensor, int]:
-    """Voronoi iteration (alternating k-medoids, Park and Jun 2009) from ``picks``.
+def _mean_step(X: torch.Tensor, picks: torch.Tensor, nearest: torch.Tensor,
+               limit: int) -> torch.Tensor:
+    """Each pick moved to its cluster's member nearest the cluster's mean (ties to the
+    lowest index), all clusters at once; ``limit`` is unused (every member is a
+    candidate). The pick is kept unless the member is nearer by more than a relative
+    1e-6, so that rounding cannot move it; one or two points never move (two are
+    equally near their midpoint).
 
-    Each iteration assigns every point to its nearest pick, then moves each pick to its
-    cluster's medoid, the member with the least summed distance to the others, sought
-    among the ``limit`` members nearest the cluster's mean (default
-    :data:`MEDOID_CANDIDATES`; every member of a smaller cluster, so there it is the
-    exact medoid; :func:`_medoid_step`). Neither half can raise
-    sum_i min_{j in S} ||x_i - x_j||, so F(S) = n c - that sum never falls; it stops
-    early when no pick moves. Returns (picks, iterations that moved a pick); pick t
-    of the result is the medoid of pick t's cluster (the order is otherwise kept).
+    A cluster C represented by pick j with weight |C| contributes
+    sum_{i in C} (x_i - x_j) = |C| (mean_C - x_j) to the error of the weighted sum, so
+    for fixed clusters this member minimises each cluster's part of the gradient error
+    itself, where the medoid minimises its part of facility location's bound on it.
     """
+    k = picks.shape[0]
+    points = X.to(torch.float32)
+    sizes = torch.bincount(nearest, minlength=k)
+    means = torch.zeros((k, points.shape[1]), dtype=torch.float64, device=X.device)
+    means.index_add_(0, nearest, points.double())
+    means = means / sizes[:, None].clamp_min(1)
+    spread = torch.linalg.vector_norm(points.double() - means[nearest], dim=1)
+    # the member of each cluster nearest its mean: smallest spread, then lowest index
+    order = torch.argsort(spread, stable=True)
+    order = order[torch.argsort(nearest[order], stable=True)]
+    starts = torch.cumsum(sizes, 0) - sizes
+    nearest_member = order[starts.clamp_max(X.shape[0] - 1)]
+    move = (spread[nearest_member] < spread[picks] * (1.0 - 1e-6)) & (sizes > 2)
+    return torch.where(move, nearest_member, picks)
+
+
+# What a refinement step moves each pick to (``refine_to``), and the default
+REFINE_STEPS = {"medoid": _medoid_step, "mean": _mean_step}
+REFINE_TO = "medoid"
+
+
+def refine_picks(X: torch.Tensor, picks, iterations: int, limit: int | None = None,
+                 to: str = "medoid") -> tuple[torch.Tensor, int]:
+    """Voronoi iteration from ``picks``: each iteration assigns every point to its
+    nearest pick, then moves each pick within its cluster.
+
+    ``to="medoid"`` (alternating k-medoids, Park and Jun 2009): to the member with the
+    least summed distance to the others, sought among the ``limit`` members nearest the
+    cluster's mean (default :data:`MEDOID_CANDIDATES`; every member of a smaller
+    cluster, so there it is the exact medoid; :func:`_medoid_step`). Neither half can
+    raise sum_i min_{j in S} ||x_i - x_j||, so F(S) = n c - that sum never falls.
+    ``to="mean"``: to the member nearest the cluster's mean (:func:`_mean_step`), which
+    minimises the cluster's part of the weighted sum's error; F may then fall a little.
+    It stops early when no pick moves. Returns (picks, iterations that moved a pick);
+    pick t of the result replaces pick t (the order is otherwise kept).
+    """
+    check_choice("refine_to", to, REFINE_STEPS)
     picks = torch.as_tensor(picks, dtype=torch.long, device=X.device).clone()
     limit = MEDOID_CANDIDATES if limit is None else limit
+    step = REFINE_STEPS[to]
     moved = 0
     for _ in range(iterations):
-        new = _medoid_step(X, picks, _nearest_pick(X, picks), limit)
+        new = step(X, picks, _nearest_pick(X, picks), limit)
         if torch.equal(new, picks):
             break
         picks, moved = new, moved + 1
     return picks, moved
 
 
-def _refined(X: torch.Tensor, picks: torch.Tensor, iterations: int, largest: float):
-    """The picks after :func:`refine_medoids`, as (order, gains, weights, iterations that
-    moved a pick). The order is the greedy's (pick t replaced by its cluster's medoid);
+def _refined(X: torch.Tensor, picks: torch.Tensor, iterations: int, largest: float,
+             to: str = "medoid"):
+    """The picks after :func:`refine_picks`, as (order, gains, weights, iterations that
+    moved a pick). The order is the greedy's (pick t replaced by its cluster's medoid or
+    member nearest its mean);
     the gains are F's marginal gains in that order, so after a move they need not be
     non-increasing."""
-    picks, moved = refine_medoids(X, picks, iterations)
+    picks, moved = refine_picks(X, picks, iterations, to=to)
     distances = distances_to_rows(X, picks)                      # (n, k), read by row
     # c: the largest distance the engine saw, or a refined pick's if larger, so s >= 0;
     # F(S_t) = n c - sum_i min_{j <= t} d_ij, so the gains are differences of the
@@ -424,17 +464,17 @@ def candidate_pool(X: torch.Tensor, size: int, rng: np.random.Generator,
 
 def pool_facility_location(X: torch.Tensor, k: int, size: int, *, optimizer: str = "lazy",
                            rng: np.random.Generator | None = None, epsilon: float = 0.01,
-                           refine: int = POOL_REFINE
+                           refine: int = POOL_REFINE, refine_to: str = "medoid"
                            ) -> tuple[list[int], list[float], np.ndarray, int]:
     """Greedy over a D^2-sampled pool of ``size`` candidates, every point covered, then
-    ``refine`` Voronoi iterations.
+    ``refine`` Voronoi iterations (each pick moved to its cluster's ``refine_to``).
 
     F(S) = sum_i max_{j in S} s_ij is the same function as the dense engine's, over all
     n points; the greedy's picks are restricted to the pool (:func:`candidate_pool`), so
     the similarity is (size, n) instead of (n, n). The pool holds the isolated points but
     only a sample of each dense region, whose medoid it usually misses; the refinement
-    (:func:`refine_medoids`) moves each pick to its cluster's medoid, which any point may
-    be. Distances are :func:`distances_to_rows`. Returns (order, gains, weights, refining
+    (:func:`refine_picks`) moves each pick to its cluster's medoid (or the member
+    nearest its mean), which any point may be. Distances are :func:`distances_to_rows`. Returns (order, gains, weights, refining
     iterations that moved a pick) with ``order`` indexing the rows of ``X``.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -448,7 +488,7 @@ def pool_facility_location(X: torch.Tensor, k: int, size: int, *, optimizer: str
     order_t = torch.as_tensor(order, dtype=torch.long, device=pool.device)
     picks = pool[order_t]
     if refine > 0:
-        return _refined(X, picks, refine, largest)
+        return _refined(X, picks, refine, largest, refine_to)
     return picks.cpu().tolist(), values, _cluster_sizes(similarity[order_t], picks), 0
 
 
@@ -522,28 +562,36 @@ def check_refine(refine) -> int | None:
     return None if refine is None else check_int("refine", refine, 0)
 
 
+def check_refine_to(refine_to) -> str | None:
+    """``refine_to`` as one of :data:`REFINE_STEPS`' names, or None (:data:`REFINE_TO`)."""
+    return None if refine_to is None else check_choice("refine_to", refine_to, REFINE_STEPS)
+
+
 def solve(X: torch.Tensor, k: int, *, optimizer: str = "lazy",
           rng: np.random.Generator | None = None, epsilon: float = 0.01,
           neighbors: int | None = None, neighbor_search: str = "auto", probes: int = 8,
           max_memory=None, seed: int = 0, pool: float | None = None,
-          refine: int | None = None) -> tuple[list[int], list[float], np.ndarray, dict]:
+          refine: int | None = None, refine_to: str | None = None
+          ) -> tuple[list[int], list[float], np.ndarray, dict]:
     """One facility-location problem on the engine :func:`plan_engine` picks.
 
     Returns (order, gains, weights, info); ``info`` names the engine and, for the
     pool, its size; for the sparse one, the neighbours and the share of points the
     graph covered; for the dense and pool engines, ``refine`` (the Voronoi iterations
-    asked) and ``refine_moved`` (those that moved a pick).
+    asked), ``refine_to`` and ``refine_moved`` (the iterations that moved a pick).
     """
     rng = rng if rng is not None else np.random.default_rng(0)
+    refine_to = REFINE_TO if refine_to is None else refine_to
     plan = plan_engine(X.shape[0], X.shape[1], k, neighbors=neighbors, max_memory=max_memory,
                        device=X.device, pool=pool)
     if plan["engine"] == "pool":
         iterations = POOL_REFINE if refine is None else refine
         order, gains, weights, moved = pool_facility_location(
             X, k, plan["candidates"], optimizer=optimizer, rng=rng, epsilon=epsilon,
-            refine=iterations)
+            refine=iterations, refine_to=refine_to)
         return order, gains, weights, {"engine": "pool", "candidates": plan["candidates"],
-                                       "refine": iterations, "refine_moved": moved}
+                                       "refine": iterations, "refine_to": refine_to,
+                                       "refine_moved": moved}
     if plan["engine"] == "dense":
         similarity = similarity_matrix(X)
         order, gains = greedy_facility_location(similarity, k, optimizer=optimizer, rng=rng,
@@ -551,14 +599,15 @@ def solve(X: torch.Tensor, k: int, *, optimizer: str = "lazy",
         iterations = refine or 0
         if iterations == 0:
             weights = cluster_weights(similarity, order)
-            return order, gains, weights, {"engine": "dense", "refine": 0, "refine_moved": 0}
+            return order, gains, weights, {"engine": "dense", "refine": 0,
+                                           "refine_to": refine_to, "refine_moved": 0}
         largest = float(similarity[0, 0])                       # s_ii = c
         del similarity
         order, gains, weights, moved = _refined(
             X, torch.as_tensor(order, dtype=torch.long, device=X.device), iterations,
-            largest)
+            largest, refine_to)
         return order, gains, weights, {"engine": "dense", "refine": iterations,
-                                       "refine_moved": moved}
+                                       "refine_to": refine_to, "refine_moved": moved}
     if plan["reason"] != "neighbors given":
         warnings.warn(f"facility location: {plan['reason']}", ResourceWarning, stacklevel=3)
     order, gains, weights, info = sparse_facility_location(
@@ -571,7 +620,7 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
                       epsilon: float = 0.01, device: str | torch.device | None = None,
                       neighbors: int | None = None, neighbor_search: str = "auto",
                       probes: int = 8, max_memory=None, pool: float | None = None,
-                      refine: int | None = None) -> Coreset:
+                      refine: int | None = None, refine_to: str | None = None) -> Coreset:
     """Select ``k`` rows of ``X`` that maximise the facility-location function.
 
     Parameters
@@ -616,14 +665,20 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
         greedy). With a pool the greedy's guarantee holds against the best k-subset of
         the pool, and ``refine`` then moves the picks off the pool.
     refine : int, optional
-        Voronoi iterations after the greedy (:func:`refine_medoids`): every point is
-        assigned to its nearest pick, then each pick moves to its cluster's medoid
-        (sought among the cluster's :data:`MEDOID_CANDIDATES` members nearest its
-        mean), which never lowers F. The picks keep the greedy's order and their gains
+        Voronoi iterations after the greedy (:func:`refine_picks`): every point is
+        assigned to its nearest pick, then each pick moves within its cluster (see
+        ``refine_to``). The picks keep the greedy's order and their gains
         are F's marginal gains in that order. None (the default): :data:`POOL_REFINE`
         (2) with a pool, 0 (the exact greedy's picks) without; the sparse engine does
         not refine. In training (README, "Candidate pool") AdaCore with a pool needed
         the 2 iterations to match the exact greedy.
+    refine_to : {"medoid", "mean"}, optional
+        Where a refinement step moves a pick (None: :data:`REFINE_TO`): ``"medoid"``, the cluster's
+        medoid (sought among its :data:`MEDOID_CANDIDATES` members nearest its mean),
+        which never lowers F, the paper's objective; ``"mean"``, the member nearest the
+        cluster's mean, which minimises the cluster's share of the weighted gradient
+        sum's error (F may fall a little). BENCHMARKS.md, "Refining to the mean",
+        measures both.
 
     Returns
     -------
@@ -631,8 +686,8 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
         ``indices`` in selection order, ``weights`` the cluster sizes (summing to n),
         ``gains`` the marginal gains of the picks; ``metadata["engine"]`` says which
         engine ran ("dense", "pool" with ``metadata["candidates"]``, or "sparse");
-        ``metadata["refine"]`` and ``["refine_moved"]`` the Voronoi iterations run and
-        those that moved a pick (dense and pool engines).
+        ``metadata["refine"]``, ``["refine_to"]`` and ``["refine_moved"]`` the Voronoi
+        iterations run, their step, and those that moved a pick (dense and pool engines).
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     X = as_tensor("X", X, ndim=2, device=device)
@@ -649,11 +704,12 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
     probes = check_int("probes", probes, 1)
     pool = check_pool(pool)
     refine = check_refine(refine)
+    refine_to = check_refine_to(refine_to)
     order, gains, weights, info = solve(X, k, optimizer=optimizer,
                                         rng=np.random.default_rng(seed), epsilon=epsilon,
                                         neighbors=neighbors, neighbor_search=neighbor_search,
                                         probes=probes, max_memory=max_memory, seed=seed,
-                                        pool=pool, refine=refine)
+                                        pool=pool, refine=refine, refine_to=refine_to)
     return Coreset(indices=np.asarray(order, dtype=np.int64), weights=weights,
                    gains=np.asarray(gains, dtype=np.float64),
                    method="facility_location", budgets={},

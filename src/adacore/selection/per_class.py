@@ -50,12 +50,14 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
                                 probes: int = 8, max_memory=None,
                                 pool: float | None = None,
                                 workers: int | None = None,
-                                refine: int | None = None) -> Coreset:
+                                refine: int | None = None,
+                                refine_to: str | None = None) -> Coreset:
     """One facility-location problem per label; indices refer to the rows of ``vectors``.
 
     Each class's problem is its dense (n_c, n_c) similarity, a (pool k_c, n_c) one with
     ``pool``, or its neighbour graph when ``neighbors`` is given or the dense block
-    would exceed ``max_memory``; ``refine`` Voronoi iterations follow the greedy (see
+    would exceed ``max_memory``; ``refine`` Voronoi iterations (moving picks to their
+    clusters' ``refine_to``) follow the greedy (see
     :func:`adacore.selection.facility_location.facility_location`). Up to ``workers``
     classes are solved at once, in threads (:func:`class_workers`: by default one per
     torch thread on CPU, within ``max_memory``), torch's intra-op threads divided
@@ -74,7 +76,7 @@ def per_class_facility_location(vectors: torch.Tensor, labels: np.ndarray,
             vectors[rows], budget, optimizer=optimizer,
             rng=class_seed(seed, label, round_index), epsilon=epsilon, neighbors=neighbors,
             neighbor_search=neighbor_search, probes=probes, max_memory=max_memory, seed=seed,
-            pool=pool, refine=refine)
+            pool=pool, refine=refine, refine_to=refine_to)
         return members[order], class_gains, class_weights, info
 
     items = list(budgets.items())

@@ -9,7 +9,8 @@ import torch
 
 from adacore.coreset import Coreset
 from adacore.curvature import CurvatureSmoother
-from adacore.selection.facility_location import OPTIMIZERS, check_pool, check_refine
+from adacore.selection.facility_location import (OPTIMIZERS, check_pool, check_refine,
+                                                 check_refine_to)
 from adacore.selection.memory import parse_memory
 from adacore.selection.neighbors import SEARCHES
 from adacore.selection.per_class import gradient_error, per_class_facility_location
@@ -60,16 +61,23 @@ class Craig(Strategy):
         pick and each pick moves to its cluster's medoid (never lowering F). None: 2
         with a ``pool`` (which alone misses the dense regions' medoids), 0 (the exact
         greedy's picks) without.
+    refine_to : {"medoid", "mean"}, optional
+        Where each refinement step moves a pick: the cluster's medoid (never lowering F,
+        the paper's objective) or its member nearest the cluster's mean (the one that
+        minimises the cluster's share of the weighted gradient sum's error). None: the
+        engine's default (:data:`adacore.selection.facility_location.REFINE_TO`).
     """
 
     def __init__(self, fraction: float, *, budget: str = "proportional",
                  optimizer: str = "lazy", epsilon: float = 0.01, seed: int = 0,
                  device=None, neighbors: int | None = None, neighbor_search: str = "auto",
                  max_memory=None, client=None, partitions: int | None = None,
-                 pool: float | None = None, refine: int | None = None):
+                 pool: float | None = None, refine: int | None = None,
+                 refine_to: str | None = None):
         super().__init__(fraction, budget=budget, seed=seed)
         self.pool = check_pool(pool)
         self.refine = check_refine(refine)
+        self.refine_to = check_refine_to(refine_to)
         self.optimizer = check_choice("optimizer", optimizer, OPTIMIZERS)
         # the stochastic greedy samples (n / k) log(1 / epsilon) candidates a step
         self.epsilon = check_real("epsilon", epsilon, low=0, high=1, low_open=True,
@@ -87,6 +95,9 @@ class Craig(Strategy):
         if client is not None and refine is not None:
             raise InputError("refine: GreeDi (client / --scheduler) does not refine its "
                              "picks; pass refine=None with a client")
+        if client is not None and refine_to is not None:
+            raise InputError("refine_to: GreeDi (client / --scheduler) does not refine its "
+                             "picks; pass refine_to=None with a client")
         if not (client is None or isinstance(client, str)
                 or (hasattr(client, "submit") and hasattr(client, "scatter"))):
             raise fail("client", client, "a distributed.Client, a scheduler address "
@@ -122,7 +133,7 @@ class Craig(Strategy):
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
                 method=self.name, neighbors=self.neighbors,
                 neighbor_search=self.neighbor_search, max_memory=self.max_memory,
-                pool=self.pool, refine=self.refine)
+                pool=self.pool, refine=self.refine, refine_to=self.refine_to)
         if vectors is not grads:
             coreset.metadata["preconditioned_gradient_error"] = gradient_error(vectors, coreset)
         return coreset
@@ -162,7 +173,7 @@ class AdaCore(Craig):
         apart (``metadata["diagnostics_seconds"]``, not in ``select_seconds``). CRAIG runs
         on this machine even when AdaCore runs on a Dask ``client``.
     budget, optimizer, epsilon, seed, device, neighbors, neighbor_search, max_memory,
-    client, partitions, pool, refine
+    client, partitions, pool, refine, refine_to
         As for :class:`Craig`.
     """
 
@@ -175,11 +186,13 @@ class AdaCore(Craig):
                  epsilon: float = 0.01, seed: int = 0, device=None,
                  neighbors: int | None = None, neighbor_search: str = "auto",
                  max_memory=None, client=None, partitions: int | None = None,
-                 pool: float | None = None, refine: int | None = None):
+                 pool: float | None = None, refine: int | None = None,
+                 refine_to: str | None = None):
         super().__init__(fraction, budget=budget, optimizer=optimizer, epsilon=epsilon,
                          seed=seed, device=device, neighbors=neighbors,
                          neighbor_search=neighbor_search, max_memory=max_memory,
-                         client=client, partitions=partitions, pool=pool, refine=refine)
+                         client=client, partitions=partitions, pool=pool, refine=refine,
+                         refine_to=refine_to)
         self.smoother = CurvatureSmoother(beta2=beta2, eps=eps, beta1=beta1, average=average)
         if not isinstance(diagnostics, bool):
             raise InputError(f"diagnostics: got {diagnostics!r}, expected true or false")
@@ -210,7 +223,7 @@ class AdaCore(Craig):
                 seed=self.seed, epsilon=self.epsilon, round_index=self.round_,
                 method="craig", neighbors=self.neighbors,
                 neighbor_search=self.neighbor_search, max_memory=self.max_memory,
-                pool=self.pool, refine=self.refine)
+                pool=self.pool, refine=self.refine, refine_to=self.refine_to)
             shared = np.intersect1d(coreset.indices, craig.indices).size
             coreset.metadata["craig_overlap"] = shared / max(len(coreset), 1)
             coreset.metadata["diagnostics_seconds"] = time.perf_counter() - started

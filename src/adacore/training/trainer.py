@@ -22,7 +22,7 @@ from adacore.data import load_dataset, random_crop_flip
 from adacore.distributed import ddp
 from adacore.models import build_model, takes_images
 from adacore.selection.budgets import BUDGET_MODES
-from adacore.selection.facility_location import check_pool, check_refine
+from adacore.selection.facility_location import check_pool, check_refine, check_refine_to
 from adacore.selection.memory import parse_memory
 from adacore.strategies import STRATEGIES, get_strategy
 from adacore.training.checkpoint import (append_jsonl, check_run_checkpoint, load_checkpoint,
@@ -77,6 +77,7 @@ class TrainConfig:
     max_memory: str | None = None
     pool: float | None = None
     refine: int | None = None
+    refine_to: str | None = None
     max_weight: float | None = None
     strategy_options: dict = field(default_factory=dict)
 
@@ -122,6 +123,7 @@ class TrainConfig:
             parse_memory(self.max_memory)
         check_pool(self.pool)
         check_refine(self.refine)
+        check_refine_to(self.refine_to)
         if self.max_weight is not None:
             check_real("max_weight", self.max_weight, low=1)
         if not isinstance(self.strategy_options, dict) or not all(
@@ -185,6 +187,8 @@ class TrainConfig:
                 options.setdefault("pool", self.pool)
             if self.refine is not None:
                 options.setdefault("refine", self.refine)
+            if self.refine_to is not None:
+                options.setdefault("refine_to", self.refine_to)
         if self.method == "glister":
             options.setdefault("eta", self.lr)   # the Taylor step is the training step
         if self.method == "infobatch":
