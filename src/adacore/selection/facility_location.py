@@ -677,7 +677,7 @@ def facility_location(X, k: int, *, optimizer: str = "lazy", seed: int = 0,
         medoid (sought among its :data:`MEDOID_CANDIDATES` members nearest its mean),
         which never lowers F, the paper's objective; ``"mean"``, the member nearest the
         cluster's mean, which minimises the cluster's share of the weighted gradient
-        sum's error (F may fall a little). BENCHMARKS.md, "Refining to the mean",
+        sum's error (F may fall a little). README, "Refining to the mean",
         measures both.
 
     Returns
