@@ -88,15 +88,19 @@ PRESETS = {
                                             "max_weight": 10.0},
     },
     # the refinement's step: picks moved to their clusters' medoids (the default) or to
-    # the member nearest each cluster's mean
+    # the member nearest each cluster's mean, each named explicitly; the exact greedy
+    # and the pool with its weights capped at 10 times the mean beside them
     "refine_to": {
-        "adacore, pool 4": {"method": "adacore", "pool": 4.0},
-        "adacore, pool 4, to mean": {"method": "adacore", "pool": 4.0, "refine_to": "mean"},
-        "adacore, pool 4, refine 1, to mean": {"method": "adacore", "pool": 4.0,
-                                               "refine": 1, "refine_to": "mean"},
-        "adacore, pool 8, to mean": {"method": "adacore", "pool": 8.0, "refine_to": "mean"},
-        "craig, pool 4, to mean": {"method": "craig", "pool": 4.0, "refine_to": "mean"},
-        "craig, pool 8, to mean": {"method": "craig", "pool": 8.0, "refine_to": "mean"},
+        **{f"{method}, pool {pool:g}{', refine 1' if refine == 1 else ''}, to {to}":
+           {"method": method, "pool": pool, "refine_to": to,
+            **({"refine": refine} if refine != 2 else {})}
+           for method in ("adacore", "craig") for pool in (4.0, 8.0)
+           for refine in (2, 1) for to in ("medoid", "mean")
+           if refine == 2 or (pool == 4.0 and method == "adacore")},
+        **{f"{method}, every example": {"method": method} for method in ("adacore", "craig")},
+        **{f"{method}, pool 4, to mean, cap 10": {"method": method, "pool": 4.0,
+                                                  "refine_to": "mean", "max_weight": 10.0}
+           for method in ("adacore", "craig")},
     },
     # each method with its defaults (AdaCore's smoothing included) and either split
     "budgets": {f"{method} {budget}": {"method": method, "budget": budget}

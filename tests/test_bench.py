@@ -218,3 +218,21 @@ def test_bench_command_dispatch_all_and_exit_status(monkeypatch):
     calls.clear()
     assert cli.main(["bench", "gpu", "--device", "cpu", "--n", "8"]) == 1
     assert calls == [("gpu", ["--device", "cpu", "--n", "8"])]
+
+
+@pytest.mark.parametrize("options, named", [(["--batch-size", "0"], "--batch-size"),
+                                            (["--repeats", "0"], "--repeats"),
+                                            (["--fraction", "1.5"], "--fraction")])
+def test_bench_round_refuses_bad_options_before_loading_anything(options, named, capsys,
+                                                                  monkeypatch):
+    # one line naming the option, exit status 2, and no data loaded or model trained
+    from adacore import cli
+    from adacore.bench import selection_round as module
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded the data before checking the options")
+
+    monkeypatch.setattr(module, "load_dataset", never)
+    assert cli.main(["bench", "round", *options]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and named in error[0]
