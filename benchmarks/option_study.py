@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from adacore.data import load_dataset
-from adacore.experiments.runner import make_config, read_scenario, run_one
+from adacore.experiments.runner import (COMPARE_KEYS, make_config, method_settings,
+                                        read_scenario, run_one)
 
 # the old behaviour: beta2 = 0.999 applied once per round (set per step below)
 OLD_PER_ROUND = "per-round 0.999 (old)"
@@ -119,8 +120,13 @@ def _mean_std(values) -> str:
 
 
 def _config(scenario: dict, settings: dict, seed: int):
+    """The run's TrainConfig: the scenario's shared settings, then its ``per_method`` ones
+    for the variant's method (as ``adacore compare`` runs it), then the variant's."""
+    shared = {key: value for key, value in scenario.items() if key not in COMPARE_KEYS}
+    base = method_settings(shared, scenario.get("per_method"), settings.get("method", ""))
     diagnostics = {"diagnostics": True} if settings.get("method") == "adacore" else {}
-    config = make_config({**scenario, **diagnostics, **settings, "seed": seed})
+    merged = method_settings({**base, **diagnostics}, {"variant": settings}, "variant")
+    config = make_config({**merged, "seed": seed})
     if settings is PRESETS["smoothing"][OLD_PER_ROUND]:
         # the old constant per round, as a per-step one over this scenario's round
         splits = load_dataset(config.dataset, root=config.data_root,
@@ -183,8 +189,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     scenario = read_scenario(args.config)
-    for key in ("methods", "seeds", "target", "name", "description"):
-        scenario.pop(key, None)
     if args.select_every:
         scenario["select_every"] = args.select_every
     variants = PRESETS[args.preset]
