@@ -9,7 +9,7 @@ on (AdaCore's preconditioned ones), the mean over the repeats, repeat r selectin
 seed r (the seed draws the pool and the neighbour search; the dense engine is
 deterministic), so that a faster engine's price in quality shows.
 
-    adacore bench round [--model mlp|lenet] [--repeats 3] [--fraction 0.01]
+    adacore bench round [--model mlp|lenet|resnet20] [--repeats 3] [--fraction 0.01]
                         [--pool 8 16] [--refine 0 2] [--refine-to medoid mean]
                         [--neighbors 32] [--batch-size 128] [--json]
 
@@ -40,6 +40,8 @@ from adacore.probe import probe
 from adacore.validation import check_int, check_real
 
 EPOCH = "full epoch (SGD, batch {})"
+# the networks it times, as the table's header names them
+MODELS = {"mlp": "MLP 784-100-10", "lenet": "LeNet-5", "resnet20": "ResNet-20"}
 
 
 def full_epoch(model, optimizer, x, y, generator, batch_size=128):
@@ -115,7 +117,7 @@ def _cases(model, x, y, args) -> dict:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=("mlp", "lenet"), default="mlp")
+    parser.add_argument("--model", choices=tuple(MODELS), default="mlp")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fraction", type=float, default=0.01)
     parser.add_argument("--pool", type=float, nargs="*", default=[8],
@@ -141,7 +143,7 @@ def main(argv=None):
     check_real("--fraction", args.fraction, low=0, high=1, low_open=True)
     splits = load_dataset("mnist")
     x, y = splits.train.x, splits.train.y
-    if args.model == "lenet":
+    if args.model != "mlp":
         x = x.reshape(len(x), 1, 28, 28)
     model = build_model(args.model, num_classes=10, input_shape=tuple(x.shape[1:]), seed=0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -176,7 +178,7 @@ def main(argv=None):
                           "repeats": args.repeats, "batch_size": args.batch_size,
                           "rounds": rows}, indent=1))
         return
-    shape = "MLP 784-100-10" if args.model == "mlp" else "LeNet-5"
+    shape = MODELS[args.model]
     print(f"\nMNIST 50,000 x 784, {shape}, fraction {args.fraction}; median of "
           f"{args.repeats}; torch threads {torch.get_num_threads()}\n")
     print("| work | seconds | / full epoch | select s | gradient error of the round |")
