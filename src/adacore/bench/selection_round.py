@@ -15,7 +15,7 @@ deterministic), so that a faster engine's price in quality shows.
 
 ``--batch-size`` is the full epoch's: 128 by default; a scenario's own (64 for
 ``experiments/mnist_lenet_10pct.toml``) measures the round against the epochs that
-scenario trains, where a smaller batch makes an epoch dearer.
+scenario trains (BENCHMARKS.md: on LeNet-5 an epoch at 64 was no dearer than at 128).
 
 ``--json`` prints one object instead of the table:
 ``{"full_epoch_seconds": s, "model", "fraction", "threads", "repeats", "batch_size", "rounds":
