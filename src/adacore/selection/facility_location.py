@@ -59,8 +59,12 @@ class _Gains:
 
     def of(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Gains of the candidates ``rows`` (every candidate when None)."""
-        parts = []
         count = self.candidates if rows is None else rows.shape[0]
+        if 0 < count <= self.chunk:
+            # one block (the lazy greedy's usual window): the same kernel, no slicing
+            block = self.similarity if rows is None else self.similarity[rows]
+            return torch.sub(block, self.best).clamp_min_(0.0).sum(dim=1)
+        parts = []
         for start in range(0, count, self.chunk):
             if rows is None:
                 block = self.similarity[start:start + self.chunk]
@@ -69,14 +73,15 @@ class _Gains:
             parts.append(torch.sub(block, self.best).clamp_min_(0.0).sum(dim=1))
         return torch.cat(parts) if parts else self.best.new_zeros(0)
 
-    def add(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cover with candidate ``j``; returns the points whose coverage grew, and their
-        old cover."""
+    def add(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Cover with candidate ``j``; returns the points whose coverage grew, their old
+        cover and their new one."""
         row = self.similarity[j]
         changed = torch.nonzero(row > self.best).flatten()
         before = self.best[changed]
-        self.best[changed] = row[changed]
-        return changed, before
+        after = row[changed]
+        self.best[changed] = after
+        return changed, before, after
 
 
 def _naive(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
@@ -143,8 +148,11 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
             running, floor = recompute()
             recomputed = True
             window = near_top()
-        exact = gains.of(window)
-        if not float(exact.max()) > 0.0:
+        # the window's exact gains as Python floats (the float32 values, exactly): its
+        # first maximum is torch.argmax's, without a device call per lookup
+        scores = gains.of(window).tolist()
+        top_score = max(scores)
+        if not top_score > 0.0:
             # the best of the window gains nothing: check every open gain afresh
             if not recomputed:
                 running, floor = recompute()
@@ -158,25 +166,27 @@ def _lazy(gains: _Gains, k: int, rng: np.random.Generator, epsilon: float):
                 values.extend([0.0] * len(rest))
                 break
             window = near_top()
-            exact = gains.of(window)
-        position = int(torch.argmax(exact))
-        j = int(window[position])
+            scores = gains.of(window).tolist()
+            top_score = max(scores)
+        j = window.tolist()[scores.index(top_score)]
         order.append(j)
-        values.append(float(exact[position]))
+        values.append(top_score)
         taken[j] = True
-        changed, before = gains.add(j)
+        changed, before, after = gains.add(j)
         recomputed = changed.shape[0] * 3 > gains.points
         if recomputed:
             running, floor = recompute()
             continue
         running[j] = -math.inf                    # stays -inf: finite updates cannot lift it
         for start in range(0, changed.shape[0], rows_per_update):
-            points = changed[start:start + rows_per_update]
-            low = before[start:start + rows_per_update, None]
+            stop = start + rows_per_update
+            whole = start == 0 and changed.shape[0] <= stop     # no slices to take
+            points = changed if whole else changed[start:stop]
+            low = (before if whole else before[start:stop])[:, None]
+            high = (after if whole else after[start:stop])[:, None]
             # max(s - old, 0) - max(s - new, 0) = clamp(s, old, new) - old, and the
             # subtraction is exact whenever new <= 2 old (Sterbenz)
-            lost = torch.clamp(gains.columns[points], min=low,
-                               max=gains.best[points, None])
+            lost = torch.clamp(gains.columns[points], min=low, max=high)
             lost -= low
             # column sums of the similarities to these points, as a matrix-vector
             # product; its float32 rounding stays far inside the window's absolute slack
