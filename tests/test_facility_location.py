@@ -59,6 +59,23 @@ def test_lazy_equals_naive(seed, k):
     np.testing.assert_array_equal(naive.weights, lazy.weights)
 
 
+@pytest.mark.parametrize("n, k, pool", [(2500, 40, None), (6000, 250, 4)])
+def test_lazy_equals_naive_when_the_gains_span_several_blocks(n, k, pool):
+    # the gains are scored in blocks of about 2^22 similarities: here a full scoring
+    # takes two or more blocks (n = 2,500 points; 1,000 pool candidates of 6,000 points)
+    # while the lazy window is scored as one; both must give naive's picks and gains
+    from adacore.selection.facility_location import _Gains, pool_size
+    assert n > _Gains(torch.zeros(1, n)).chunk
+    if pool is not None:
+        assert pool_size(n, k, pool) > _Gains(torch.zeros(1, n)).chunk
+    X = data(11, n, 10)
+    naive = facility_location(X, k, optimizer="naive", pool=pool)
+    lazy = facility_location(X, k, optimizer="lazy", pool=pool)
+    np.testing.assert_array_equal(naive.indices, lazy.indices)
+    np.testing.assert_array_equal(naive.gains, lazy.gains)
+    np.testing.assert_array_equal(naive.weights, lazy.weights)
+
+
 def test_lazy_equals_naive_with_ties():
     # integer grid with duplicates: many exactly equal gains
     X = np.random.default_rng(3).integers(0, 3, size=(200, 2)).astype(np.float32)
