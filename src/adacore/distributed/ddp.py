@@ -143,9 +143,10 @@ def process_group(device: torch.device):
     """``with process_group(device):`` — :func:`init_from_env` on entry; on exit the
     group is destroyed if this call opened it, after a barrier when the body ended
     normally: a rank whose last collective has returned (a broadcast's sender, say) may
-    otherwise tear the group down while another rank's side is still in flight, which
-    gloo answers with a C++ abort ("terminate called without an active exception").
-    After an error there is no barrier, which the other ranks may never reach."""
+    otherwise tear the group down while another rank's side is still in flight (the
+    likely cause of one abort seen at exit, "terminate called without an active
+    exception"). After an error there is no barrier, which the other ranks may never
+    reach."""
     created = init_from_env(device)
     try:
         yield
