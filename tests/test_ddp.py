@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -170,6 +171,20 @@ def test_two_process_run_equals_the_single_process_run_and_resumes(tmp_path, mon
     np.testing.assert_array_equal(state["loader"]["coreset"]["indices"].numpy(), rounds[0][0])
     np.testing.assert_array_equal(state["loader"]["coreset"]["weights"].numpy(), rounds[0][1])
 
+    # the same checkpoint resumed in one process: the reference for epochs 3 and 4. The
+    # run from scratch is not: its model differs from the two ranks' by float order
+    # (1e-8), and the second round, on AdaCore's preconditioned vectors, can then take
+    # another among near-tied points (one of 129 on one machine); from one checkpoint
+    # both select on the same model
+    single_resumed = tmp_path / "single_resumed"
+    shutil.copytree(out, single_resumed)
+    torch.set_num_threads(1)
+    try:
+        Trainer(TrainConfig(**SETTINGS), single_resumed, quiet=True).run(resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(rounds) == 3
+
     # a second launch without --resume is refused on both ranks, and does not hang
     refused = torchrun(*flags)
     assert refused.returncode != 0
@@ -177,17 +192,21 @@ def test_two_process_run_equals_the_single_process_run_and_resumes(tmp_path, mon
 
     resumed = torchrun(*flags, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert_rows_match(rows_of(out), expected)
+    assert_rows_match(rows_of(out)[:2], expected[:2])
+    assert_rows_match(rows_of(out), rows_of(single_resumed))
     final = load_checkpoint(out / "checkpoint.pt")
-    np.testing.assert_array_equal(final["loader"]["coreset"]["indices"].numpy(), rounds[1][0])
-    np.testing.assert_array_equal(final["loader"]["coreset"]["weights"].numpy(), rounds[1][1])
+    np.testing.assert_array_equal(final["loader"]["coreset"]["indices"].numpy(), rounds[2][0])
+    np.testing.assert_array_equal(final["loader"]["coreset"]["weights"].numpy(), rounds[2][1])
+    # against the run from scratch, the second round is the same up to near-ties
+    shared = np.intersect1d(final["loader"]["coreset"]["indices"].numpy(), rounds[1][0]).size
+    assert shared >= 0.95 * len(rounds[1][0])
     # the checkpoint is a single-process one: plain parameter names, the same config
     reference = load_checkpoint(tmp_path / "single" / "checkpoint.pt")
     assert list(final["model"]) == list(reference["model"])
     assert final["config"] == reference["config"]
     record = json.loads((out / "run.json").read_text())
     assert record["best_val_epoch"] == json.loads(
-        (tmp_path / "single" / "run.json").read_text())["best_val_epoch"]
+        (single_resumed / "run.json").read_text())["best_val_epoch"]
     # nothing but the run's own files (rank 1 writes none)
     assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl",
                                                      "run.json"]

@@ -311,6 +311,30 @@ def test_lenet_flat_rows_equal_images_and_wrong_shapes_fail():
         LeNet5(image_size=11)
 
 
+def test_lenet_is_the_textbook_relu_then_pool_network_in_values_and_gradients():
+    # LeNet5 pools before its ReLUs (cheaper); the textbook order, written with
+    # torch.nn.functional on the same weights, must give the same logits and gradients
+    torch.manual_seed(3)
+    model = LeNet5()
+    images = torch.randn(16, 1, 28, 28)
+    labels = torch.randint(0, 10, (16,))
+    first, second = model.conv[0], model.conv[3]
+
+    def textbook(x):
+        x = F.max_pool2d(F.relu(first(x)), 2)
+        x = F.max_pool2d(F.relu(second(x)), 2).flatten(1)
+        return model.classifier(model.fc(x))
+
+    logits = model(images)
+    assert torch.equal(logits, textbook(images))
+    ours = torch.autograd.grad(F.cross_entropy(logits, labels), list(model.parameters()))
+    theirs = torch.autograd.grad(F.cross_entropy(textbook(images), labels),
+                                 list(model.parameters()))
+    for got, expected in zip(ours, theirs):
+        assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert sum(float(g.abs().sum()) for g in ours) > 0
+
+
 @pytest.mark.parametrize("depth", [7, 21, 0, True, 20.0])
 def test_cifar_resnet_rejects_depths_not_6n_plus_2(depth):
     with pytest.raises(InputError, match="depth"):

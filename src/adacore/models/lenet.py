@@ -58,11 +58,16 @@ class LeNet5(LastLayerModel):
         padding = 2 if min(height, width) < 32 else 0
         flat = 16 * _side_after_convs(height, padding) * _side_after_convs(width, padding)
 
+        # Each ReLU after its pooling: ReLU is non-decreasing, so it commutes with a
+        # maximum, and relu(max) is max(relu) bit for bit, with the same gradients; on
+        # a quarter of the values it is cheaper. Measured on MNIST (2 cores): the traced
+        # inference pass of the selection probe 0.87-0.90 of its time with the ReLU
+        # first; a training epoch unchanged (2.83-2.89 s against 2.80-2.83 s).
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, 6, kernel_size=5, padding=padding), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, kernel_size=5), nn.ReLU(),
-            nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 6, kernel_size=5, padding=padding),
+            nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(6, 16, kernel_size=5),
+            nn.MaxPool2d(2), nn.ReLU(),
             nn.Flatten(start_dim=1),
         )
         self.fc = nn.Sequential(nn.Linear(flat, 120), nn.ReLU(),
