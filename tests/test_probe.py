@@ -445,6 +445,38 @@ def test_the_traced_forward_leaves_the_model_as_it_was(case):
     assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
 
 
+def test_the_trace_is_reused_while_the_weights_change_in_place_and_retraced_after():
+    import gc
+    import weakref
+
+    from adacore import probe as probe_module
+
+    model, x, y = lenet_case()
+    probe(model, x, y, forward="traced")
+    trace = probe_module._TRACES[model][1]
+    # an optimizer step changes the weights in place: the same trace, today's weights
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
+    assert probe_module._TRACES[model][1] is trace
+    # a replaced layer (new parameters) is traced again, and used
+    model.fc[2] = nn.Linear(120, 84)
+    assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
+    assert probe_module._TRACES[model][1] is not trace
+    trace = probe_module._TRACES[model][1]
+    # flat rows instead of images (another shape past the batch axis): traced again
+    flat = x.reshape(x.shape[0], -1)
+    assert_same_probe(probe(model, flat, y, forward="traced"),
+                      probe(model, x, y, forward="eager"))
+    assert probe_module._TRACES[model][1] is not trace
+    # the cache keeps no model alive
+    alive = weakref.ref(model)
+    del model, optimizer
+    gc.collect()
+    assert alive() is None
+
+
 class RefusesTracing(LastLayerModel):
     """A convolutional model whose features cannot be traced at all."""
 

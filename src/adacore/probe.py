@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -527,25 +528,55 @@ def _traced_pays(model: nn.Module, x: torch.Tensor, device: torch.device) -> boo
             and any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()))
 
 
+# A model's last trace (not frozen), kept while the model lives, with the key it was
+# recorded under (see _trace_key): tracing LeNet-5 takes 17-40 ms of a 0.6 s probe.
+_TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _trace_key(model: nn.Module, x: torch.Tensor) -> tuple:
+    """What a trace of ``model`` on inputs like ``x`` depends on besides the values of
+    the weights: the modules (type and mode, in order), each parameter and buffer (the
+    object, its storage, dtype, device and shape: a replaced or moved tensor retraces)
+    and the inputs' shape past the batch axis, dtype and device."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return (tuple((type(m), m.training) for m in model.modules()),
+            tuple((id(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape)) for t in tensors),
+            tuple(x.shape[1:]), x.dtype, x.device)
+
+
+def _trace(model: nn.Module, example: torch.Tensor, x: torch.Tensor):
+    """The trace of the model's features (the weights shared with the model, not
+    copied), reused while :func:`_trace_key` is unchanged; a trace follows in-place
+    updates of the weights (an optimizer step, ``load_state_dict``)."""
+    key = _trace_key(model, x)
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    module = _Features(model)
+    module.training = False             # the model is in eval mode already
+    traced = torch.jit.trace(module, example, check_trace=False)
+    _TRACES[model] = (key, traced)
+    return traced
+
+
 def _traced_features(model: nn.Module, x: torch.Tensor, device: torch.device):
     """A frozen trace of the model's features optimised for inference, or None.
 
     None when tracing, freezing or running the trace fails, or when on a check batch
     (other rows than the trace was recorded on, and more of them, so that values or a
     batch size captured as constants show) its features differ from the eager ones by
-    more than float32 rounding. The weights are copied into the trace: build it
-    again whenever they change.
+    more than float32 rounding. The trace is recorded once per model and input shape
+    (:func:`_trace`); freezing copies the current weights into it, so the frozen copy
+    is built, and checked, on every call.
     """
     example = x[-min(x.shape[0], _TRACE_EXAMPLE_ROWS):].to(device)
     check = x[:min(x.shape[0], _TRACED_ROWS)].to(device)
-    module = _Features(model)
-    module.training = False             # the model is in eval mode already
     try:
         with warnings.catch_warnings():
             # torch.jit's deprecation notices, and TracerWarnings from shape checks
             # (the check batch below is what tells a wrong trace)
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module, example, check_trace=False)
+            traced = _trace(model, example, x)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
             got = frozen(check)
         expected = penultimate(model, check)
