@@ -28,8 +28,9 @@ computing distances, so projecting g and diag H separately would be wrong.
 The forward pass. On the CPU, a network with convolutions spends most of a probe in its
 own forward, and eager PyTorch runs it poorly there (max pooling in NCHW, convolution
 weights re-ordered on every call). With ``forward="auto"`` (the default) such a
-model's ``features`` is traced, frozen and optimised for inference (oneDNN layouts for
-the convolutions and pooling, weights packed once, batch norm folded into the
+model's ``features`` is traced (once per model and input shape: the trace shares the
+model's weights), then frozen and optimised for inference (oneDNN layouts for the
+convolutions and pooling, weights packed once, batch norm folded into the
 convolutions) once per probe, since the weights change between rounds; it then runs in
 pieces of ``_TRACED_ROWS`` (256) rows, the fastest size measured. The traced copy
 is first checked against the eager features on one batch of other rows than it was
