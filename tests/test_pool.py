@@ -379,3 +379,27 @@ def test_bad_refine_to_is_refused_naming_it():
         facility_location(blobs(0, n=50), 3, pool=2, refine_to="centre")
     with pytest.raises(InputError, match="refine_to"):
         get_strategy("adacore", fraction=0.1, refine_to="median")
+
+
+@pytest.mark.parametrize("pool", [None, 6])
+def test_by_default_classes_go_to_threads_only_from_a_large_block(pool, monkeypatch):
+    rng = np.random.default_rng(0)
+    X = torch.from_numpy(blobs(2, n=900))
+    labels = rng.integers(0, 4, 900)
+    budgets = per_class_budgets(labels, 40)
+    label = max(budgets, key=lambda label: int((labels == label).sum()))
+    largest = int((labels == label).sum())
+    plan = plan_engine(largest, X.shape[1], budgets[label], neighbors=None,
+                       max_memory=None, pool=pool)
+    block = largest * (largest if plan["engine"] == "dense" else plan["candidates"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr("adacore.selection.per_class.THREADED_BLOCK", block + 1)
+        small = per_class_facility_location(X, labels, budgets, pool=pool)
+        monkeypatch.setattr("adacore.selection.per_class.THREADED_BLOCK", block)
+        large = per_class_facility_location(X, labels, budgets, pool=pool)
+    finally:
+        torch.set_num_threads(threads)
+    assert small.metadata["workers"] == 1 and large.metadata["workers"] == 2
+    np.testing.assert_array_equal(small.indices, large.indices)

@@ -477,6 +477,49 @@ def test_the_trace_is_reused_while_the_weights_change_in_place_and_retraced_afte
     assert alive() is None
 
 
+class ReadsItsBuffer(LastLayerModel):
+    """Traces a buffer's value as a Python number (a constant of the trace), and has a
+    leaky ReLU whose slope a user may change in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.act = nn.LeakyReLU(0.1)
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.classifier = nn.Linear(3 * 6 * 6, 4)
+
+    def features(self, x):
+        return self.act(self.conv(x)).flatten(1) * float(self.scale)
+
+
+def test_a_kept_trace_that_goes_stale_is_replaced():
+    from adacore import probe as probe_module
+
+    torch.manual_seed(0)
+    model = ReadsItsBuffer()
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 1, 8, 8, generator=generator)
+    y = torch.randint(0, 4, (300,), generator=generator)
+    probe(model, x, y, forward="traced")
+    first = probe_module._TRACES[model][1]
+    # the buffer changes in place (same tensor, same key): the kept trace holds the old
+    # number, fails the check, and a fresh one is traced and used
+    model.scale.fill_(3.0)
+    assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
+    second = probe_module._TRACES[model][1]
+    assert second is not first
+    # a setting changed in place, by less than the check could see: a new key
+    model.act.negative_slope = 0.1 + 1e-6
+    assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
+    assert probe_module._TRACES[model][1] is not second
+    # a forward hook added: a new key too
+    third = probe_module._TRACES[model][1]
+    handle = model.act.register_forward_hook(lambda module, inputs, output: output * 2)
+    assert_same_probe(probe(model, x, y, forward="traced"), probe(model, x, y, forward="eager"))
+    assert probe_module._TRACES[model][1] is not third
+    handle.remove()
+
+
 class RefusesTracing(LastLayerModel):
     """A convolutional model whose features cannot be traced at all."""
 

@@ -536,22 +536,31 @@ _TRACES: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictiona
 
 def _trace_key(model: nn.Module, x: torch.Tensor) -> tuple:
     """What a trace of ``model`` on inputs like ``x`` depends on besides the values of
-    the weights: the modules (type and mode, in order), each parameter and buffer (the
-    object, its storage, dtype, device and shape: a replaced or moved tensor retraces)
-    and the inputs' shape past the batch axis, dtype and device."""
+    the weights: the modules in order (each the object, its type, mode, settings as
+    ``extra_repr`` prints them, e.g. a pooling's size or a norm's eps, and its forward
+    hooks), the global forward hooks, each parameter and buffer (the object, its
+    storage, dtype, device and shape: a replaced or moved tensor retraces) and the
+    inputs' shape past the batch axis, dtype and device. Plain Python attributes that a
+    custom ``features`` reads are not in it: such a model should probe with
+    ``forward="eager"``."""
+    from torch.nn.modules import module as module_state
+
     tensors = [*model.parameters(), *model.buffers()]
-    return (tuple((type(m), m.training) for m in model.modules()),
+    hooks = (tuple(module_state._global_forward_hooks),
+             tuple(module_state._global_forward_pre_hooks))
+    return (tuple((id(m), type(m), m.training, m.extra_repr(), tuple(m._forward_hooks),
+                   tuple(m._forward_pre_hooks)) for m in model.modules()),
             tuple((id(t), t.data_ptr(), t.dtype, t.device, tuple(t.shape)) for t in tensors),
-            tuple(x.shape[1:]), x.dtype, x.device)
+            hooks, tuple(x.shape[1:]), x.dtype, x.device)
 
 
-def _trace(model: nn.Module, example: torch.Tensor, x: torch.Tensor):
+def _trace(model: nn.Module, example: torch.Tensor, x: torch.Tensor, *, fresh: bool = False):
     """The trace of the model's features (the weights shared with the model, not
-    copied), reused while :func:`_trace_key` is unchanged; a trace follows in-place
-    updates of the weights (an optimizer step, ``load_state_dict``)."""
+    copied), reused while :func:`_trace_key` is unchanged unless ``fresh``; a trace
+    follows in-place updates of the weights (an optimizer step, ``load_state_dict``)."""
     key = _trace_key(model, x)
     cached = _TRACES.get(model)
-    if cached is not None and cached[0] == key:
+    if not fresh and cached is not None and cached[0] == key:
         return cached[1]
     module = _Features(model)
     module.training = False             # the model is in eval mode already
@@ -572,12 +581,27 @@ def _traced_features(model: nn.Module, x: torch.Tensor, device: torch.device):
     """
     example = x[-min(x.shape[0], _TRACE_EXAMPLE_ROWS):].to(device)
     check = x[:min(x.shape[0], _TRACED_ROWS)].to(device)
+    reused = model in _TRACES
+    frozen = _checked_trace(model, example, check, x, fresh=False)
+    if frozen is None:
+        # a trace that fails the check is not kept; a kept one that fails now (recorded
+        # on other rows, say) is not trusted again, and a fresh one is tried
+        _TRACES.pop(model, None)
+        if reused:
+            frozen = _checked_trace(model, example, check, x, fresh=True)
+            if frozen is None:
+                _TRACES.pop(model, None)
+    return frozen
+
+
+def _checked_trace(model, example, check, x, *, fresh: bool):
+    """The frozen, optimised trace if it reproduces the eager features on ``check``."""
     try:
         with warnings.catch_warnings():
             # torch.jit's deprecation notices, and TracerWarnings from shape checks
             # (the check batch below is what tells a wrong trace)
             warnings.simplefilter("ignore")
-            traced = _trace(model, example, x)
+            traced = _trace(model, example, x, fresh=fresh)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
             got = frozen(check)
         expected = penultimate(model, check)
