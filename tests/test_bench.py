@@ -174,6 +174,7 @@ def small_model():
 def test_round_error_of_adacore_against_numpy(small_model):
     model, x, y, p, residual, _ = small_model
     coreset = selection_round(model, x, y, "adacore", "logits", 0.1)
+    assert 0 < coreset.metadata["probe_seconds"]
     # AdaCore's first round: u = g / (|d| + 1e-4), g = p - y, d = p (1 - p)
     u = residual / (p * (1 - p) + 1e-4)
     expected = relative_error64(u, coreset.indices, coreset.weights)
