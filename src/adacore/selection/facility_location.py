@@ -361,7 +361,7 @@ def _mean_step(X: torch.Tensor, picks: torch.Tensor, nearest: torch.Tensor,
                            torch.arange(n, device=X.device), n)
     nearest_member = torch.full((k,), n, dtype=torch.long, device=X.device)
     nearest_member.scatter_reduce_(0, nearest, at_least, "amin")
-    nearest_member.clamp_max_(n - 1)        # an empty cluster (none: a pick is its own)
+    nearest_member.clamp_max_(n - 1)   # an empty cluster (a pick taken twice): sizes > 2 keeps it
     move = (spread[nearest_member] < spread[picks] * (1.0 - 1e-6)) & (sizes > 2)
     return torch.where(move, nearest_member, picks)
 
